@@ -1,0 +1,35 @@
+# spectrum — the two commands a user needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-slow lint bench clean
+
+install: $(STAMP)  ## create .venv and install the project (torch CPU wheel first)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: install  ## the default experiment, end to end
+	$(PY) run.py
+
+test: install  ## the test suite (fast tests; under 10 minutes on 2 cores)
+	$(PY) -m pytest -q
+
+test-slow: install  ## the paper reproductions marked slow
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install  ## speed benchmarks against named baselines (installs the bench extra)
+	$(PY) -m pip install -q -e '.[bench]'
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,37 @@
+"""spectrum — the single entrypoint: compose conf/ with Hydra and hand the config to runner.run.
+
+    python run.py                                  # the default experiment
+    python run.py task=optimizer_scaling task.optimizer=adam seed=3
+    python run.py -m task.optimizer=gd,natural_gradient task.n_features=64,128,256
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")        # no hub downloads at run time
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from runner import run  # noqa: E402
+from runner.cli_checks import check_task_keys  # noqa: E402
+from runner.validation import ConfigError  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Run one job of the composed config; a bad config exits with one clear message."""
+    try:
+        run(cfg)
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")
+
+
+if __name__ == "__main__":
+    problem = check_task_keys(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    if problem:
+        sys.exit(f"config error: {problem}")
+    main()

@@ -1,0 +1,209 @@
+"""One run: build the task, fit, test, save results.json (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner.io import atomic_write_json, git_commit, package_versions, to_jsonable
+from runner.loggers import build_loggers, finish_wandb
+from runner.task_params import build_params
+from runner.validation import ConfigError, check_choice
+
+log = logging.getLogger("spectrum")
+# Lightning warns on every manual-optimisation run that checkpoints hold the post-step state,
+# which is what resume needs.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def hydra_context() -> tuple[bool, list[str], str | None]:
+    """Return (is_multirun, task overrides, sweep dir) from Hydra, or defaults outside Hydra."""
+    if not HydraConfig.initialized():
+        return False, [], None
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return multirun, list(hc.overrides.task), (hc.sweep.dir if multirun else None)
+
+
+def check_trainer(trainer_cfg: DictConfig) -> None:
+    """Raise ConfigError when the trainer asks for hardware or values this machine lacks."""
+    accel = str(trainer_cfg.get("accelerator", "cpu"))
+    check_choice("trainer.accelerator", accel, ["cpu", "gpu", "cuda", "mps", "auto"])
+    if accel in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accel} needs CUDA, but torch {torch.__version__} sees no GPU "
+            "(torch.cuda.is_available() is False); use trainer=cpu or trainer=ddp_sim"
+        )
+    devices = trainer_cfg.get("devices", 1)
+    if accel in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible"
+        )
+
+
+def resume_checkpoint(run_dir: Path, mode: str) -> str | None:
+    """Return `<run_dir>/checkpoints/last.ckpt` when resume=auto and it exists, else None."""
+    check_choice("resume", mode, ["auto", "never"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if mode == "auto" and last.exists() else None
+
+
+def progress_bar_enabled(setting: Any) -> bool:
+    """Return whether to show Lightning's rich progress bar (`auto`: a TTY outside CI)."""
+    if isinstance(setting, bool):
+        return setting
+    check_choice("progress_bar", str(setting), ["auto", "true", "false"])
+    if str(setting) != "auto":
+        return str(setting) == "true"
+    return sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def build_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every callback node that has a `_target_`."""
+    out = []
+    for node in (callbacks_cfg or {}).values():
+        if node is not None and "_target_" in node:
+            out.append(instantiate(node))
+    return out
+
+
+def build_task(cfg: DictConfig, params: Any) -> tuple[Any, Any]:
+    """Return (LightningModule, LightningDataModule) of the task from its `_target_` nodes."""
+    data_node = OmegaConf.to_container(cfg.task.data, resolve=True)
+    module_node = OmegaConf.to_container(cfg.task.module, resolve=True)
+    data_cls = get_class(data_node.pop("_target_"))
+    module_cls = get_class(module_node.pop("_target_"))
+    datamodule = data_cls(params=params, data_dir=str(cfg.paths.data_dir), seed=int(cfg.seed),
+                          **data_node)
+    module = module_cls(params=params, **module_node)
+    return module, datamodule
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Return the entries of `metrics` that are real scalars, as floats."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+            out[key] = float(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def print_results(results: dict[str, Any], run_dir: Path) -> None:
+    """Print a short table of the run's metrics and the run directory."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{results['task']} — {results['status']}", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = {**{f"paper/{k}": v for k, v in (results.get("paper_metrics") or {}).items()},
+            **(results.get("metrics") or {})}
+    for key, value in rows.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.6g}")
+        elif isinstance(value, (int, str, bool)):
+            table.add_row(key, str(value))
+    table.add_row("wall_time_s", f"{results['wall_time_s']:.2f}")
+    console = Console(width=100)
+    console.print(table)
+    print(f"run directory: {run_dir}")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment from a composed config; return the results dict (also results.json).
+
+    A failed single run re-raises after writing `status: failed`; inside a multirun the error is
+    recorded and the sweep goes on (the sweep summary reports failures at the end).
+    """
+    start = time.time()
+    multirun, overrides, sweep_dir = hydra_context()
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "status": "running",
+        "task": str(cfg.task.name),
+        "seed": int(cfg.seed),
+        "overrides": overrides,
+        "run_dir": str(run_dir),
+        "wall_time_s": 0.0,
+        "metrics": {},
+        "paper_metrics": {},
+        "git_commit": git_commit(PROJECT_ROOT),
+        "versions": package_versions(),
+    }
+    try:
+        params = build_params(cfg.task)
+        check_trainer(cfg.trainer)
+        ckpt_path = resume_checkpoint(run_dir, str(cfg.resume))
+        results["resumed_from"] = ckpt_path
+        torch.set_num_threads(int(cfg.threads))
+        import pytorch_lightning as pl
+
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        module, datamodule = build_task(cfg, params)
+        group = f"{cfg.task.name}-{Path(sweep_dir).name}" if sweep_dir else None
+        loggers = build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
+        callbacks = build_callbacks(cfg.get("callbacks"))
+        show_bar = progress_bar_enabled(cfg.progress_bar)
+        if show_bar:
+            from pytorch_lightning.callbacks import RichProgressBar
+
+            callbacks.append(RichProgressBar())
+        trainer = instantiate(
+            cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
+            enable_progress_bar=show_bar, enable_checkpointing=None,
+        )
+        for lg in trainer.loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if cfg.run_test and _has_test_set(datamodule):
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        results["metrics"] = scalar_metrics(trainer.callback_metrics)
+        paper = module.paper_metrics() if hasattr(module, "paper_metrics") else {}
+        results["paper_metrics"] = to_jsonable(paper)
+        paper_scalars = {f"paper/{k}": v for k, v in scalar_metrics(paper).items()}
+        for lg in trainer.loggers:
+            lg.log_metrics(paper_scalars, step=trainer.global_step)
+            lg.save()
+        results["global_step"] = int(trainer.global_step)
+        results["status"] = "completed"
+    except Exception as err:  # recorded, then re-raised unless inside a sweep
+        results["status"] = "failed"
+        results["error"] = f"{type(err).__name__}: {err}"
+        results["traceback"] = traceback.format_exc()
+        log.error("run failed: %s", results["error"])
+        if not multirun:
+            raise
+    finally:
+        results["wall_time_s"] = time.time() - start
+        atomic_write_json(run_dir / "results.json", results)
+        finish_wandb()
+        if cfg.get("print_results", True) and results["status"] == "completed":
+            print_results(results, run_dir)
+        else:
+            print(f"run directory: {run_dir}")
+    return results
+
+
+def _has_test_set(datamodule: Any) -> bool:
+    """Return whether the data module overrides `test_dataloader`."""
+    import pytorch_lightning as pl
+
+    method = getattr(type(datamodule), "test_dataloader", None)
+    return method is not None and method is not pl.LightningDataModule.test_dataloader

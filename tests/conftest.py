@@ -1,0 +1,74 @@
+"""Shared fixtures: compose configs in-process, run the CLI in a subprocess, tiny task sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TESTS = Path(__file__).resolve().parent
+
+# optimizer_scaling at a size that draws in well under a second
+TINY_SCALING = ["task.latent_dim=256", "task.n_train=512", "task.max_features=64",
+                "task.n_features=32", "task.steps=10"]
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("WANDB_MODE", None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Keep torch on one thread (2 shared cores)."""
+    torch.set_num_threads(1)
+    yield
+
+
+def compose_config(overrides: list[str], run_dir: Path, data_dir: Path) -> DictConfig:
+    """Return the composed config with its Hydra node set up as a real run would have it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=[*overrides, "progress_bar=false"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.data_dir = str(data_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "0"
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory) -> Path:
+    """A data cache shared by the tests of one session."""
+    return tmp_path_factory.getbasetemp() / "data"
+
+
+@pytest.fixture
+def make_cfg(tmp_path, data_dir):
+    """Factory: overrides -> composed config whose run directory is under tmp_path."""
+    def factory(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
+        return compose_config(overrides, run_dir or tmp_path / "run", data_dir)
+    return factory
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python run.py ARGS` from `cwd` (outputs land there); return the finished process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0",
+                "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **(env or {})}
+    full_env.pop("WANDB_MODE", None)
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -1,0 +1,148 @@
+"""run.py as a user runs it: subprocesses for the CLI, sweeps, bad input and reports."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_SCALING, run_cli
+from runner.report import report
+from runner.wandb_records import find_run_file, history
+
+
+def where(tmp_path: Path) -> list[str]:
+    return [f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+
+
+def only_dir(parent: Path) -> Path:
+    dirs = [p for p in parent.iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_single_run_as_a_subprocess(tmp_path):
+    proc = run_cli([*TINY_SCALING, "task.optimizer=natural_gradient", *where(tmp_path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_dir(tmp_path / "outputs" / "optimizer_scaling")
+    assert f"run directory: {run_dir}" in proc.stdout
+    assert "paper/test_loss" in proc.stdout  # the results table
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        assert (run_dir / ".hydra" / name).is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed"
+    assert "task.optimizer=natural_gradient" in results["overrides"]
+    assert (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
+    logged = [r["test/loss"] for r in history(find_run_file(run_dir)) if "test/loss" in r]
+    assert logged[-1] == pytest.approx(results["paper_metrics"]["test_loss"], rel=1e-12)
+    # microseconds in the directory name: <date>_<time>_<6 digits>
+    assert len(run_dir.name.split("_")[-1]) == 6
+
+
+def test_help_lists_groups_and_cfg_prints_the_config(tmp_path):
+    helped = run_cli(["--help"], tmp_path)
+    assert helped.returncode == 0
+    for line in ("task: optimizer_scaling", "launcher: basic, local, slurm",
+                 "trainer: cpu, ddp, ddp_sim, debug, default, gpu"):
+        assert line in helped.stdout, line
+    job = run_cli(["--cfg", "job", "task.optimizer=adam"], tmp_path)
+    assert job.returncode == 0
+    assert "optimizer: adam" in job.stdout and "n_features: 256" in job.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task=optimiser_scaling", "Could not find 'task/optimiser_scaling'"),
+        ("task.n_featurs=3", "task.n_featurs is not a key of task optimizer_scaling (did you mean "
+                             "task.n_features?)"),
+        ("task.n_features=abc", "task.n_features='abc' has the wrong type; expected int"),
+        ("task.n_features=-1", "task.n_features=-1 is out of range; allowed: [1, inf)"),
+        ("task.optimizer=sgd", "task.optimizer='sgd' is not allowed; choose one of: gd, diag, "
+                               "adam, matrix_sign, natural_gradient"),
+        ("trainer=gpu", "trainer.accelerator=gpu needs CUDA"),
+    ],
+)
+def test_bad_input_fails_before_training_with_one_clear_message(tmp_path, override, message):
+    proc = run_cli([override, *where(tmp_path)], tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not list(tmp_path.rglob("metrics.csv"))  # nothing was trained
+    if "Could not find" in message:
+        assert "Available options in 'task'" in proc.stderr
+
+
+def test_basic_sweep_finishes_despite_a_failed_job_and_report_lists_it(tmp_path):
+    proc = run_cli(["-m", *TINY_SCALING, "task.n_features=16,-1,32", *where(tmp_path)], tmp_path)
+    assert proc.returncode != 0  # the sweep reports its failure...
+    assert "1 job(s) failed" in proc.stderr + proc.stdout
+    sweep = only_dir(tmp_path / "multirun" / "optimizer_scaling")
+    statuses = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert statuses["0"]["status"] == "completed"  # ...after every other job ran
+    assert statuses["2"]["status"] == "completed"
+    assert statuses["1"]["status"] == "failed"
+    assert "task.n_features=-1" in statuses["1"]["error"]
+    tables = report(sweep)
+    summary = tables["optimizer_scaling"]
+    assert list(summary.columns[:3]) == ["optimizer", "s", "steps"] and "alpha" in summary
+    md = (sweep / "summary.md").read_text()
+    assert "Failed jobs" in md and "task.n_features=-1" in md
+    assert (sweep / "summary.csv").is_file() and (sweep / "alpha_vs_s.png").is_file()
+
+
+def test_local_launcher_runs_jobs_as_parallel_processes(tmp_path):
+    proc = run_cli(["-m", "launcher=local", *TINY_SCALING, "task.optimizer=gd,natural_gradient",
+                    "logger=csv", *where(tmp_path)], tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_dir(tmp_path / "multirun" / "optimizer_scaling")
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert (sweep / ".submitit").is_dir()  # submitit's own job folders
+    assert len({r["run_dir"] for r in results}) == 2
+
+
+def test_slurm_launcher_hands_the_configured_parameters_to_submitit(tmp_path, monkeypatch):
+    import submitit
+    from hydra.core.utils import JobReturn, JobStatus
+
+    seen: dict = {}
+
+    class FakeJob:
+        def results(self):
+            return [JobReturn(status=JobStatus.COMPLETED, _return_value=None)]
+
+    class FakeExecutor:
+        def __init__(self, cluster, **kwargs):
+            seen["cluster"], seen["init"] = cluster, kwargs
+
+        def update_parameters(self, **kwargs):
+            seen["params"] = kwargs
+
+        def map_array(self, fn, *args):
+            seen["jobs"] = list(zip(*args))
+            return [FakeJob() for _ in seen["jobs"]]
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "run.py", "-m", "launcher=slurm", "task.optimizer=gd,adam",
+        "hydra.launcher.partition=gpu-long", "hydra.launcher.gpus_per_node=4",
+        "hydra.launcher.tasks_per_node=4", "trainer.devices=4", "hydra.launcher.mem_gb=64",
+        "hydra.launcher.account=lab", "hydra.launcher.qos=high", "hydra.launcher.timeout_min=720",
+        "hydra.launcher.max_num_timeout=5", "hydra.launcher.array_parallelism=8",
+        "hydra.launcher.setup=[source .venv/bin/activate]", *where(tmp_path)])
+    runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
+    assert seen["cluster"] == "slurm"
+    assert seen["init"]["slurm_max_num_timeout"] == 5
+    params = seen["params"]
+    assert params["slurm_partition"] == "gpu-long"
+    assert params["gpus_per_node"] == 4 and params["tasks_per_node"] == 4
+    assert params["mem_gb"] == 64 and params["timeout_min"] == 720
+    assert params["slurm_account"] == "lab" and params["slurm_qos"] == "high"
+    assert params["slurm_array_parallelism"] == 8
+    assert params["slurm_setup"] == ["source .venv/bin/activate"]
+    assert len(seen["jobs"]) == 2  # one array task per job, each with its overrides
+    assert any("task.optimizer=adam" in job[0] for job in seen["jobs"])
