@@ -1,0 +1,218 @@
+"""The shared machinery of the spectral callbacks: schedule, cost budget, rank 0, mode restore.
+
+A subclass sets `probe` and implements `compute(trainer, pl_module) -> (arrays, scalars)`;
+`arrays` go to `spectra/<probe>.npz` (and W&B histograms), `scalars` to every logger as
+`spectra/<probe>/<name>`. Snapshots are taken at the start of training, on the schedule, and at
+the end. The callback measures its own wall time (`spectra/<probe>/wall_ms`); when its total
+exceeds `budget_frac` of the training time (None: no budget) it doubles the spacing between snapshots and says so
+once. A matrix with NaN/Inf gives a logged warning and a skipped snapshot, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from callbacks.sink import SpectrumSink
+
+log = logging.getLogger("spectrum.callbacks")
+SCHEDULES = ("linear", "log")
+
+
+def log_spaced(step: int, factor: float) -> bool:
+    """Return whether `step` is in {0} ∪ {⌊factor^k⌋ : k ≥ 0} (log-spaced snapshot steps)."""
+    if step <= 1:
+        return True
+    k = math.floor(math.log(step) / math.log(factor))
+    return any(math.floor(factor ** j) == step for j in (k - 1, k, k + 1))
+
+
+class SpectralCallback(pl.Callback):
+    """Base class: see the module docstring."""
+
+    probe = "spectrum"
+
+    def __init__(self, every_n_steps: int = 50, schedule: str = "linear", log_factor: float = 1.5,
+                 layer_filter: str | None = None, budget_frac: float | None = 0.05,
+                 histograms: bool = True, plot: bool = True) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule={schedule!r} is not allowed; choose one of: "
+                             + ", ".join(SCHEDULES))
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps={every_n_steps} must be >= 1")
+        if budget_frac is not None and not 0 < budget_frac <= 1:
+            raise ValueError(f"budget_frac={budget_frac} must be in (0, 1] or null (no budget)")
+        self.every_n_steps, self.schedule, self.log_factor = every_n_steps, schedule, log_factor
+        self.layer_filter, self.budget_frac = layer_filter, budget_frac
+        self.histograms, self.plot_at_end = histograms, plot
+        self.sink: SpectrumSink | None = None
+        self.disabled_reason: str | None = None
+        self._warned: set[str] = set()
+        self._own_s = 0.0
+        self._start = 0.0
+        self._min_gap = 0
+        self._last_step: int | None = None
+        self._prev_step: int | None = None
+
+    # ------------------------------------------------------------------ to implement
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
+                ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Return (arrays, scalars) for the current state of `pl_module`."""
+        raise NotImplementedError
+
+    def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fix probe inputs etc. at the start of training (default: nothing)."""
+
+    # ------------------------------------------------------------------ schedule
+    def scheduled(self, step: int) -> bool:
+        """Return whether `step` is on the schedule, before the budget's spacing."""
+        if self.schedule == "log":
+            return log_spaced(step, self.log_factor)
+        return step % self.every_n_steps == 0
+
+    def due(self, step: int) -> bool:
+        """Return whether to take a snapshot at `step` (schedule and budget spacing)."""
+        if not self.scheduled(step):
+            return False
+        return self._last_step is None or step - self._last_step >= max(1, self._min_gap)
+
+    def _check_budget(self, step: int) -> None:
+        if self.budget_frac is None or self._prev_step is None:
+            return  # no budget, or the first snapshot of this fit (nothing to compare with)
+        elapsed = time.perf_counter() - self._start - self._own_s
+        if elapsed <= 0 or self._own_s <= self.budget_frac * elapsed:
+            return
+        spacing = step - self._prev_step
+        self._min_gap = max(2 * self._min_gap, 2 * max(1, spacing))
+        self.warn_once("budget", (
+            f"spectra/{self.probe} used {100 * self._own_s / elapsed:.1f}% of training time "
+            f"(budget {100 * self.budget_frac:.0f}%): snapshots are now at least "
+            f"{self._min_gap} steps apart"))
+
+    # ------------------------------------------------------------------ helpers
+    def warn_once(self, key: str, message: str) -> None:
+        """Log `message` as a warning the first time `key` is seen."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    def disable(self, reason: str) -> None:
+        """Turn this callback off for the run, saying why once."""
+        self.disabled_reason = reason
+        self.warn_once("disabled", f"spectra/{self.probe} is off for this run: {reason}")
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:
+            self.sink = SpectrumSink(trainer.default_root_dir, self.probe)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._prev_step = None
+        if not trainer.is_global_zero:
+            return
+        try:
+            self.prepare(trainer, pl_module)
+        except (NotImplementedError, AttributeError, TypeError, ValueError) as err:
+            self.disable(f"{type(err).__name__}: {err}")
+        self.snapshot(trainer, pl_module, force=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.snapshot(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self._last_step != trainer.global_step:
+            self.snapshot(trainer, pl_module, force=True)
+        if self.plot_at_end and self.sink is not None:
+            self.sink.plot()
+
+    # ------------------------------------------------------------------ one snapshot
+    def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                 force: bool = False) -> None:
+        """Compute and record the spectra now if due (or `force`), on global rank 0 only."""
+        step = int(trainer.global_step)
+        if not trainer.is_global_zero or self.disabled_reason or self.sink is None:
+            return
+        if not force and not self.due(step):
+            return
+        modes = {m: m.training for m in pl_module.modules()}
+        began = time.perf_counter()
+        try:
+            arrays, scalars = self.compute(trainer, pl_module)
+        except ValueError as err:  # non-finite input or an ill-posed matrix: warn, keep training
+            self.warn_once(f"value:{err}", f"spectra/{self.probe} skipped step {step}: {err}")
+            return
+        except NotImplementedError as err:
+            self.disable(str(err))
+            return
+        finally:
+            _restore_modes(modes)
+        if self.disabled_reason:
+            return
+        spent = time.perf_counter() - began
+        self._own_s += spent
+        scalars["wall_ms"] = 1000.0 * spent
+        self.sink.record(step, arrays, scalars, trainer.loggers, histograms=self.histograms)
+        self._prev_step, self._last_step = self._last_step, step
+        self._check_budget(step)
+
+
+def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+    for module, training in modes.items():
+        module.train(training)
+
+
+def require_forward(pl_module: pl.LightningModule) -> None:
+    """Raise NotImplementedError when the module defines no `forward` (no inputs to probe)."""
+    if type(pl_module).forward is pl.LightningModule.forward:
+        raise NotImplementedError(f"{type(pl_module).__name__} defines no forward()")
+
+
+def probe_inputs(trainer: pl.Trainer, pl_module: pl.LightningModule, n: int
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return a fixed probe set (x, y) of at most `n` samples.
+
+    Taken from `pl_module.spectral_probe_batch()` when the module defines it, else from the first
+    batches of the data module's train loader (a batch is `x`, `(x, y, ...)` or `{"x", "y"}`).
+    """
+    require_forward(pl_module)
+    if hasattr(pl_module, "spectral_probe_batch"):
+        batch = pl_module.spectral_probe_batch()
+        x, y = _split_batch(batch)
+        return x[:n], (y[:n] if y is not None else None)
+    loader = trainer.train_dataloader
+    if loader is None and trainer.datamodule is not None:
+        loader = trainer.datamodule.train_dataloader()
+    if loader is None:
+        raise AttributeError("no train dataloader to draw probe inputs from")
+    xs, ys, count = [], [], 0
+    for batch in loader:
+        x, y = _split_batch(batch)
+        xs.append(x)
+        ys.append(y)
+        count += x.shape[0]
+        if count >= n:
+            break
+    x = torch.cat(xs)[:n]
+    y = torch.cat(ys)[:n] if all(t is not None for t in ys) else None
+    return x.to(pl_module.device), (y.to(pl_module.device) if y is not None else None)
+
+
+def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, dict):
+        return batch["x"], batch.get("y")
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        y = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
+        return batch[0], y
+    raise TypeError(f"cannot find inputs in a batch of type {type(batch).__name__}")

@@ -1,0 +1,55 @@
+"""HessianSpectrum: top-k eigenvalues, trace and density of the loss Hessian on a fixed batch."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from callbacks.base import SpectralCallback, probe_inputs
+from callbacks.spectra import hessian_eigs, hessian_matvec, hutchpp_trace, slq_density
+
+
+class HessianSpectrum(SpectralCallback):
+    """Lanczos top-`k` eigenvalues of H = ∇²_θ loss on a fixed probe batch (ordered, with
+    converged flags), the Hutch++ trace estimate, and (with `density`) the stochastic Lanczos
+    quadrature density. The loss is `pl_module.loss_fn(outputs, targets)`; `layer_filter` picks
+    parameters by name (regex)."""
+
+    probe = "hessian"
+
+    def __init__(self, k: int = 5, n_probe: int = 256, trace_matvecs: int = 30,
+                 density: bool = False, density_probes: int = 4, density_steps: int = 40,
+                 tol: float = 1e-5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.k, self.n_probe, self.trace_matvecs = k, n_probe, trace_matvecs
+        self.density, self.density_probes, self.density_steps = (density, density_probes,
+                                                                 density_steps)
+        self.tol = tol
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not callable(getattr(pl_module, "loss_fn", None)):
+            raise AttributeError(f"{type(pl_module).__name__} has no loss_fn(outputs, targets)")
+        x, y = probe_inputs(trainer, pl_module, self.n_probe)
+        if y is None:
+            raise ValueError("the probe batch has no targets for the loss")
+        self.batch = (x, y)
+
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
+                ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        pl_module.eval()
+        loss_fn = pl_module.loss_fn
+        result = hessian_eigs(pl_module, loss_fn, self.batch, k=self.k, which="LA",
+                              param_filter=self.layer_filter, tol=self.tol)
+        arrays = {"topk": result.eigenvalues}
+        scalars = {f"lambda_{i + 1}": float(v) for i, v in enumerate(result.eigenvalues)}
+        scalars["converged"] = float(result.converged.float().mean())
+        scalars["matvecs"] = float(result.n_matvecs)
+        matvec, dim = hessian_matvec(pl_module, loss_fn, self.batch,
+                                     param_filter=self.layer_filter)
+        scalars["trace"] = float(hutchpp_trace(matvec, dim, self.trace_matvecs, seed=0).trace)
+        if self.density:
+            grid, dens = slq_density(matvec, dim, n_probes=self.density_probes,
+                                     n_steps=self.density_steps, seed=0)
+            arrays["density_grid"], arrays["density"] = grid, dens
+        return arrays, scalars

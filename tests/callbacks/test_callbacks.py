@@ -1,0 +1,233 @@
+"""The spectral callbacks in real Lightning runs: npz, scalars, plots, resume, bad values."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import (
+    FeatureSpectrum,
+    HessianSpectrum,
+    MatrixSpectrum,
+    NTKSpectrum,
+    WeightSpectrum,
+)
+from callbacks.base import log_spaced
+from callbacks.sink import SpectrumSink
+from conftest import TINY_SCALING
+from runner import run
+from runner.csv_logger import CSVLogger
+from runner.wandb_records import find_run_file, history
+
+
+class TinyRegression(pl.LightningModule):
+    """A user's module: a 2-layer MLP on a fixed regression set, nothing spectrum-specific but
+    `loss_fn` (for the Hessian) and, for MatrixSpectrum, a non-symmetric matrix."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, width), nn.Tanh(), nn.Linear(width, 1)).double()
+        self.loss_fn = nn.MSELoss()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.loss_fn(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def spectral_matrices(self):
+        w = self.net[0].weight
+        return {"w1": w, "w1_gram": w @ w.T, "rotation": torch.tensor(
+            [[0.0, -2.0], [2.0, 0.0]], dtype=torch.float64)}
+
+    def spectral_reference(self):
+        return {"rotation": {"radius": 1.0}}
+
+
+def regression_loader(n: int = 64) -> DataLoader:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 6, generator=gen, dtype=torch.float64)
+    y = torch.sin(x[:, :1]) + 0.1 * x[:, 1:2]
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+
+
+def fit(tmp_path, callbacks, max_steps=12, module=None, ckpt_path=None):
+    module = module or TinyRegression()
+    trainer = pl.Trainer(max_steps=max_steps, callbacks=callbacks, default_root_dir=str(tmp_path),
+                         logger=CSVLogger(save_dir=str(tmp_path), name="", version=""),
+                         enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=regression_loader(), ckpt_path=ckpt_path)
+    return trainer, module
+
+
+def metrics_columns(tmp_path) -> dict[str, list[float]]:
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cols: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            if v not in ("", None):
+                cols.setdefault(k, []).append(float(v))
+    return cols
+
+
+def test_every_callback_writes_npz_scalars_and_plot(tmp_path):
+    cbs = [WeightSpectrum(every_n_steps=4, min_evals=1), FeatureSpectrum(every_n_steps=4),
+           HessianSpectrum(every_n_steps=6, k=3), NTKSpectrum(every_n_steps=6, n_points=8),
+           MatrixSpectrum(every_n_steps=4)]
+    for cb in cbs:
+        cb.budget_frac = None  # keep the full schedule for this check
+    fit(tmp_path, cbs)
+    for probe in ("weights", "features", "hessian", "ntk", "matrices"):
+        assert (tmp_path / "spectra" / f"{probe}.npz").is_file(), probe
+        assert (tmp_path / "plots" / f"{probe}.png").stat().st_size > 1000, probe
+    with np.load(tmp_path / "spectra" / "weights.npz") as w:
+        assert list(w["net.0__steps"]) == [0, 4, 8, 12]
+        assert w["net.0"].shape == (4, 6)  # min(16, 6) eigenvalues per step
+    with np.load(tmp_path / "spectra" / "matrices.npz") as m:
+        assert np.iscomplexobj(m["rotation"])  # non-symmetric: complex eigenvalues ±2i
+        assert np.allclose(np.sort(m["rotation"][-1].imag), [-2.0, 2.0])
+        assert m["w1"].shape[1] == 6 and m["w1_gram"].shape[1] == 16
+    cols = metrics_columns(tmp_path)
+    assert cols["spectra/matrices/rotation/outliers"][-1] == 2.0  # |±2i| > reference radius 1
+    assert cols["spectra/matrices/rotation/spectral_radius"][-1] == pytest.approx(2.0)
+    for key in ("spectra/weights/net.0/alpha", "spectra/features/net.0/effective_rank",
+                "spectra/hessian/lambda_1", "spectra/hessian/trace", "spectra/ntk/drift",
+                "spectra/ntk/trace", "spectra/hessian/wall_ms"):
+        assert key in cols, key
+        assert all(np.isfinite(cols[key])), key
+    assert cols["spectra/ntk/drift"][0] == 0.0 and cols["spectra/ntk/drift"][-1] > 0
+
+
+def test_hessian_callback_matches_the_dense_hessian(tmp_path):
+    cb = HessianSpectrum(every_n_steps=100, k=3, n_probe=64, tol=1e-10)
+    _, module = fit(tmp_path, [cb], max_steps=5)
+    x, y = cb.batch
+    params = dict(module.named_parameters())
+    names = list(params)
+    flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
+
+    def loss_of(theta):
+        chunks, i = {}, 0
+        for n in names:
+            k = params[n].numel()
+            chunks[n] = theta[i:i + k].view_as(params[n])
+            i += k
+        out = torch.func.functional_call(module, chunks, (x,))
+        return module.loss_fn(out, y)
+
+    dense = torch.autograd.functional.hessian(loss_of, flat)
+    top = torch.linalg.eigvalsh(dense).flip(0)[:3]
+    with np.load(tmp_path / "spectra" / "hessian.npz") as h:
+        logged = h["topk"][-1]
+    assert np.allclose(logged, top.numpy(), rtol=1e-6, atol=1e-10)
+
+
+def test_modes_are_restored_and_only_rank_zero_runs(tmp_path):
+    seen = {}
+
+    class ModeSpy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen[batch_idx] = pl_module.training
+
+    fit(tmp_path, [FeatureSpectrum(every_n_steps=1, budget_frac=None), ModeSpy()], max_steps=4)
+    assert all(seen.values())  # the feature probe ran in eval mode, training resumed in train
+
+
+def test_resumed_run_appends_to_the_npz(tmp_path):
+    first = MatrixSpectrum(every_n_steps=2, budget_frac=None)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True,
+                                        every_n_train_steps=4, save_top_k=0)
+    trainer = pl.Trainer(max_steps=8, callbacks=[first, ckpt], default_root_dir=str(tmp_path),
+                         logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyRegression(), train_dataloaders=regression_loader())
+    with np.load(tmp_path / "spectra" / "matrices.npz") as m:
+        assert list(m["w1__steps"]) == [0, 2, 4, 6, 8]
+    second = MatrixSpectrum(every_n_steps=2, budget_frac=None)
+    trainer = pl.Trainer(max_steps=12, callbacks=[second], default_root_dir=str(tmp_path),
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    trainer.fit(TinyRegression(), train_dataloaders=regression_loader(),
+                ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"))
+    with np.load(tmp_path / "spectra" / "matrices.npz") as m:
+        assert list(m["w1__steps"]) == [0, 2, 4, 6, 8, 10, 12]  # appended, none duplicated
+
+
+def test_nan_weights_log_a_warning_instead_of_crashing(tmp_path, caplog):
+    module = TinyRegression()
+
+    class Poison(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 3:
+                with torch.no_grad():
+                    pl_module.net[0].weight[0, 0] = float("nan")
+
+    with caplog.at_level(logging.WARNING, logger="spectrum.callbacks"):
+        fit(tmp_path, [Poison(), WeightSpectrum(every_n_steps=1, min_evals=1, budget_frac=None)],
+            max_steps=6, module=module)
+    assert any("net.0" in r.message and "NaN" in r.message for r in caplog.records)
+    with np.load(tmp_path / "spectra" / "weights.npz") as w:
+        assert list(w["net.0__steps"]) == [0, 1, 2]  # the poisoned steps were skipped
+
+
+def test_budget_spaces_snapshots_out_and_says_so(tmp_path, caplog):
+    slow = MatrixSpectrum(every_n_steps=1, budget_frac=0.01)
+    with caplog.at_level(logging.WARNING, logger="spectrum.callbacks"):
+        fit(tmp_path, [slow], max_steps=30)
+    with np.load(tmp_path / "spectra" / "matrices.npz") as m:
+        steps = list(m["w1__steps"])
+    assert len(steps) < 31 and steps[0] == 0 and steps[-1] == 30
+    assert max(np.diff(steps)) >= 2
+    warnings = [r for r in caplog.records if "budget" in r.message]
+    assert len(warnings) == 1
+
+
+def test_log_spaced_schedule():
+    steps = [s for s in range(60) if log_spaced(s, 1.5)]
+    assert steps == [0, 1, 2, 3, 5, 7, 11, 17, 25, 38, 57]
+
+
+def test_sink_pads_and_keeps_complex(tmp_path):
+    sink = SpectrumSink(tmp_path, "probe")
+    sink.record(0, {"a": torch.tensor([1.0, 2.0]), "z": torch.tensor([1j, -1j])}, {}, [])
+    sink.record(5, {"a": torch.tensor([3.0, 4.0, 5.0])}, {}, [])
+    with np.load(tmp_path / "spectra" / "probe.npz") as data:
+        assert data["a"].shape == (2, 3) and np.isnan(data["a"][0, 2])
+        assert list(data["a__steps"]) == [0, 5]
+        assert np.iscomplexobj(data["z"])
+    again = SpectrumSink(tmp_path, "probe")  # a resumed run reloads what was there
+    assert again.history["a"][0] == [0, 5] and len(again.history["a"][1][0]) == 2
+
+
+def test_spectra_callbacks_on_the_optimizer_scaling_task(make_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    results = run(make_cfg([*TINY_SCALING, "callbacks=spectra", "task.optimizer=natural_gradient",
+                            "callbacks.matrix_spectrum.budget_frac=null",
+                            "callbacks.matrix_spectrum.every_n_steps=5"], run_dir))
+    assert results["status"] == "completed"
+    with np.load(run_dir / "spectra" / "matrices.npz") as m:
+        assert list(m["sigma_hat__steps"]) == [0, 5, 10]
+        sigma = m["sigma_hat"][-1]
+        precond = m["preconditioned"][-1]
+    assert sigma.shape == (32,) and np.all(sigma > 0)
+    assert np.allclose(precond, 1.0, atol=1e-4)  # NG preconditioning flattens the spectrum
+    records = history(find_run_file(run_dir))
+    logged = [r for r in records if "spectra/matrices/sigma_hat/top1" in r]
+    assert logged and logged[-1]["spectra/matrices/sigma_hat/top1"] == pytest.approx(sigma.max())
+    hists = [r for r in records if "spectra/matrices/sigma_hat/histogram/_type" in r]
+    assert hists and hists[-1]["spectra/matrices/sigma_hat/histogram/_type"] == "histogram"
+    assert sum(hists[-1]["spectra/matrices/sigma_hat/histogram/values"]) == 32
+    assert (run_dir / "plots" / "matrices.png").is_file()
