@@ -1,4 +1,10 @@
-"""A CSV logger that appends to an existing metrics.csv (resume) instead of deleting it."""
+"""A CSV logger that appends to an existing metrics.csv instead of deleting it.
+
+Lightning's writer deletes metrics.csv when it starts, and assumes it is the file's only writer.
+Here the file survives a resume, and the header is re-read before every save, so rows written
+by another process of the same run (ddp_spawn workers, a resumed run) are kept and the columns
+stay aligned.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,33 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 
 class AppendingExperimentWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing metrics.csv is kept and its header reused."""
+    """Lightning's CSV writer that keeps and extends an existing metrics.csv."""
 
     def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-                header = next(csv.reader(handle), [])
-            self.metrics_keys = sorted(header)
+        """Keep an existing metrics.csv (Lightning's writer deletes it)."""
+
+    def _header(self) -> list[str]:
+        if not self._fs.isfile(self.metrics_file_path):
+            return []
+        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+            return next(csv.reader(handle), [])
+
+    def save(self) -> None:
+        """Append the pending rows; widen the header (rewriting the file) when keys are new."""
+        if not self.metrics:
+            return
+        header = self._header()
+        keys = sorted(set(header) | set(self.metrics_keys) | set().union(*self.metrics))
+        if header and header != keys:
+            self._rewrite_with_new_header(keys)
+        self.metrics_keys = keys
+        mode = "a" if header else "w"
+        with self._fs.open(self.metrics_file_path, mode, newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            if not header:
+                writer.writeheader()
+            writer.writerows(self.metrics)
+        self.metrics = []
 
 
 class CSVLogger(_LightningCSVLogger):

@@ -17,8 +17,10 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.io import atomic_write_json, git_commit, package_versions, to_jsonable
+from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
+from runner.paper_metrics import FILE_NAME as PAPER_FILE
+from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
 from runner.task_params import build_params
 from runner.validation import ConfigError, check_choice
 
@@ -159,7 +161,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         module, datamodule = build_task(cfg, params)
         group = f"{cfg.task.name}-{Path(sweep_dir).name}" if sweep_dir else None
         loggers = build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
-        callbacks = build_callbacks(cfg.get("callbacks"))
+        callbacks = [*build_callbacks(cfg.get("callbacks")), PaperMetricsCollector(run_dir)]
+        (run_dir / PAPER_FILE).unlink(missing_ok=True)
         show_bar = progress_bar_enabled(cfg.progress_bar)
         if show_bar:
             from pytorch_lightning.callbacks import RichProgressBar
@@ -175,8 +178,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.run_test and _has_test_set(datamodule):
             trainer.test(module, datamodule=datamodule, verbose=False)
         results["metrics"] = scalar_metrics(trainer.callback_metrics)
-        paper = module.paper_metrics() if hasattr(module, "paper_metrics") else {}
-        results["paper_metrics"] = to_jsonable(paper)
+        paper = read_paper_metrics(run_dir)
+        results["paper_metrics"] = paper
         paper_scalars = {f"paper/{k}": v for k, v in scalar_metrics(paper).items()}
         for lg in trainer.loggers:
             lg.log_metrics(paper_scalars, step=trainer.global_step)

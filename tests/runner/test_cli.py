@@ -146,3 +146,34 @@ def test_slurm_launcher_hands_the_configured_parameters_to_submitit(tmp_path, mo
     assert params["slurm_setup"] == ["source .venv/bin/activate"]
     assert len(seen["jobs"]) == 2  # one array task per job, each with its overrides
     assert any("task.optimizer=adam" in job[0] for job in seen["jobs"])
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    base = [*TINY_SCALING, "task.optimizer=adam", "task.steps=12", "logger=csv",
+            "callbacks.model_checkpoint.every_n_train_steps=4", *where(tmp_path)]
+    straight = run_cli([*base, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed_dir = tmp_path / "killed"
+    killed = run_cli([*base, f"hydra.run.dir={killed_dir}",
+                      "+callbacks.crash._target_=helpers.CrashAtStep", "+callbacks.crash.step=9",
+                      "+callbacks.crash.hard_kill=true"], tmp_path)
+    assert killed.returncode == -9  # SIGKILL: no clean-up ran
+    assert not (killed_dir / "results.json").exists()
+    resumed = run_cli([*base, f"hydra.run.dir={killed_dir}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((killed_dir / "results.json").read_text())
+    assert b["resumed_from"].endswith("last.ckpt") and b["global_step"] == 12
+    assert b["paper_metrics"]["test_loss"] == pytest.approx(a["paper_metrics"]["test_loss"],
+                                                            rel=1e-12)
+
+
+@pytest.mark.slow
+def test_ddp_sim_trains_in_two_processes_and_rank_zero_writes(tmp_path):
+    proc = run_cli(["trainer=ddp_sim", *TINY_SCALING, "logger=csv", "callbacks=spectra",
+                    *where(tmp_path)], tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_dir(tmp_path / "outputs" / "optimizer_scaling")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["paper_metrics"]["test_loss"] > 0
+    assert (run_dir / "spectra" / "matrices.npz").is_file()

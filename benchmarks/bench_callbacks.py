@@ -1,0 +1,137 @@
+"""B4: overhead of the spectral callbacks in a real Lightning run (GPT-2 4x256 on CPU).
+
+Both sides train the same GPT-2 (transformers GPT2Config(n_layer=4, n_embd=256, n_head=4),
+vocab 1024, context 64) on the same procedurally generated token sequences for the same number
+of steps, one torch thread. Side A: no spectral callbacks. Side B: the callbacks of
+conf/callbacks/spectra.yaml at their default schedule. Runs alternate A/B after a warm-up;
+prints the median wall time of each side, the overhead ratio B/A − 1, and each probe's own time
+(its `wall_ms` sum) — the bar is overhead ≤ 2% for the leave-on set (weights, features, matrices).
+The Hessian and NTK probes are measured separately: their cost per snapshot is printed.
+
+    python benchmarks/bench_callbacks.py [--steps 200] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+LEAVE_ON = ("weight_spectrum", "feature_spectrum", "matrix_spectrum")
+
+
+class TinyGPT(pl.LightningModule):
+    """GPT-2 language model built from its config (no download), next-token loss."""
+
+    def __init__(self, vocab: int = 1024, context: int = 64) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(0)
+        config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=vocab, n_positions=context)
+        self.model = GPT2LMHeadModel(config)
+        self.loss_fn = lambda logits, y: torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        )
+
+    def forward(self, x):
+        return self.model(input_ids=x).logits
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.loss_fn(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=3e-4)
+
+    def spectral_matrices(self):
+        return {"wte": self.model.transformer.wte.weight[:256]}
+
+
+def token_data(n_seq: int = 512, context: int = 64, vocab: int = 1024) -> DataLoader:
+    """Sequences from a random first-order Markov chain (learnable structure, no download)."""
+    gen = torch.Generator().manual_seed(0)
+    transitions = torch.softmax(3 * torch.randn(vocab, vocab, generator=gen), dim=1)
+    seqs = torch.zeros(n_seq, context + 1, dtype=torch.long)
+    seqs[:, 0] = torch.randint(vocab, (n_seq,), generator=gen)
+    for t in range(context):
+        seqs[:, t + 1] = torch.multinomial(transitions[seqs[:, t]], 1, generator=gen)[:, 0]
+    return DataLoader(TensorDataset(seqs[:, :-1], seqs[:, 1:]), batch_size=16, shuffle=False)
+
+
+def spectra_callbacks(names: tuple[str, ...]) -> list[pl.Callback]:
+    """Instantiate the named callbacks from conf/callbacks/spectra.yaml (default schedule)."""
+    cfg = OmegaConf.load(ROOT / "conf" / "callbacks" / "spectra.yaml")
+    return [instantiate(cfg[n]) for n in names]
+
+
+def train(steps: int, callbacks: list[pl.Callback]) -> float:
+    """Return the wall time of `trainer.fit` for `steps` steps with `callbacks`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = pl.Trainer(
+            max_steps=steps,
+            callbacks=callbacks,
+            default_root_dir=tmp,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+        )
+        module, data = TinyGPT(), token_data()
+        began = time.perf_counter()
+        trainer.fit(module, train_dataloaders=data)
+        return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    train(10, [])  # warm-up
+    plain, with_cb, own = [], [], []
+    for _ in range(args.reps):
+        plain.append(train(args.steps, []))
+        cbs = spectra_callbacks(LEAVE_ON)
+        with_cb.append(train(args.steps, cbs))
+        own.append(sum(cb._own_s for cb in cbs))
+    a, b = statistics.median(plain), statistics.median(with_cb)
+    overhead = b / a - 1
+    print(
+        f"B4 GPT-2 4x256 (vocab 1024, ctx 64, batch 16), {args.steps} steps, 1 thread, "
+        f"{args.reps} reps"
+    )
+    print(f"  no callbacks        median {a:8.2f} s   runs {[round(t, 2) for t in plain]}")
+    print(f"  leave-on spectra    median {b:8.2f} s   runs {[round(t, 2) for t in with_cb]}")
+    print(
+        f"  callbacks' own time median {statistics.median(own):8.3f} s "
+        f"({100 * statistics.median(own) / a:.2f}% of training)"
+    )
+    print(
+        f"  overhead (B/A - 1)  {100 * overhead:+.2f}%   bar <= 2%: "
+        f"{'PASS' if overhead <= 0.02 else 'FAIL'}"
+    )
+    for name in ("hessian_spectrum", "ntk_spectrum"):
+        (cb,) = spectra_callbacks((name,))
+        cb.budget_frac = None
+        t = train(2, [cb])
+        snapshots = 2
+        print(
+            f"  {name:<19} {1000 * cb._own_s / snapshots:8.0f} ms per snapshot "
+            f"(fit of 2 steps: {t:.2f} s); default every {cb.every_n_steps} steps"
+        )
+
+
+if __name__ == "__main__":
+    main()

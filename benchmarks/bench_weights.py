@@ -1,0 +1,131 @@
+"""B1: per-layer weight metrics vs WeightWatcher (``WeightWatcher(model=model).analyze()``).
+
+Models: a 6-layer 512x512 MLP and a randomly initialised GPT-2 (n_layer=4, n_embd=256, n_head=4,
+no downloads), each with its default (random) init and with heavy-tailed Student-t (df=3)
+weights. Both sides analyse the same layer set (WeightWatcher's defaults: Linear / Conv1D /
+Embedding layers with 8 <= M <= 15000 and N <= 50000). Targets: >= 3x faster on random init,
+>= 10x on heavy-tailed, |Δalpha| <= 5e-3 on layers WeightWatcher fits well (its D < 0.1).
+Prints PASS/FAIL per target; exits 0 unless something crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+from _common import bar, header, timeit  # first: pins every library to one thread
+
+# isort: split
+import torch
+from torch import nn
+
+from callbacks.spectra import model_weight_metrics
+
+REPS = 5
+
+
+def mlp() -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(6):
+        layers += [nn.Linear(512, 512), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def gpt2() -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=256, n_head=4)).eval()
+
+
+def heavy_tailed(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                # Student-t(3) = N / sqrt(chi2_3 / 3), scaled like a 1/sqrt(fan_in) init
+                z = torch.randn(p.shape, generator=g)
+                chi2 = torch.randn((3, *p.shape), generator=g).square().sum(0)
+                p.copy_(z / torch.sqrt(chi2 / 3) / math.sqrt(p.shape[-1]))
+    return model
+
+
+def run_case(label: str, model: nn.Module, speed_target: float, ww) -> list[bool]:
+    print(f"\n--- {label} ---")
+    t_ww, details = timeit(lambda: ww.WeightWatcher(model=model).analyze(), reps=REPS)
+    t_us, ours = timeit(lambda: model_weight_metrics(model), reps=REPS)
+    t_32, ours32 = timeit(lambda: model_weight_metrics(model, precision="float32"), reps=REPS)
+    print(f"  layers: weightwatcher {len(details)}, ours {len(ours)}")
+    print(
+        f"  median time: weightwatcher {t_ww:.3f}s | ours (float64) {t_us:.3f}s "
+        f"| ours (float32, not the default) {t_32:.3f}s"
+    )
+    ratio, ratio32 = t_ww / t_us, t_ww / t_32
+    print(f"  speed-up: {ratio:.2f}x (float64), {ratio32:.2f}x (float32)")
+    names = list(ours)
+    gaps, gaps32, gaps_all, fitted_well = [], [], [], 0
+    other = {"log_norm": 0.0, "log_spectral_norm": 0.0, "stable_rank": 0.0, "entropy": 0.0}
+    for i, (_, row) in enumerate(details.iterrows()):
+        m, m32 = ours[names[i]], ours32[names[i]]
+        d_alpha = abs(m["alpha"] - float(row["alpha"]))
+        gaps_all.append(d_alpha)
+        for k in other:
+            other[k] = max(other[k], abs(m[k] - float(row[k])) / max(abs(float(row[k])), 1e-12))
+        if float(row["D"]) < 0.1:
+            fitted_well += 1
+            gaps.append(d_alpha)
+            gaps32.append(abs(m32["alpha"] - float(row["alpha"])))
+    same_set = len(details) == len(ours) and all(
+        str(r["name"]) == n.split(".")[-1]
+        for (_, r), n in zip(details.iterrows(), names, strict=False)
+    )
+    max_gap = max(gaps) if gaps else float("nan")
+    print(
+        f"  layers with WW D < 0.1: {fitted_well}/{len(details)}; max |Δalpha| there: "
+        f"{max_gap:.2e} (float64), {max(gaps32) if gaps32 else float('nan'):.2e} (float32); "
+        f"over all layers: {max(gaps_all):.2e}"
+    )
+    print(
+        "  max relative gap of other metrics: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in other.items())
+    )
+    return [
+        bar("same layer set", same_set, f"{len(details)} layers"),
+        bar(f"speed >= {speed_target:g}x", ratio >= speed_target, f"{ratio:.2f}x"),
+        bar(
+            "|Δalpha| <= 5e-3 where WW D < 0.1",
+            max_gap <= 5e-3,
+            f"{max_gap:.2e} on {len(gaps)} layers",
+        )
+        if gaps
+        else bar(
+            "|Δalpha| <= 5e-3 (no layer has WW D < 0.1: checked on all layers)",
+            max(gaps_all) <= 5e-3,
+            f"{max(gaps_all):.2e} on {len(gaps_all)} layers",
+        ),
+    ]
+
+
+def main() -> None:
+    header("B1 weight spectra: callbacks.spectra.model_weight_metrics vs weightwatcher")
+    warnings.filterwarnings("ignore")
+    try:
+        import weightwatcher as ww
+    except Exception as err:  # report what broke instead of crashing
+        print(f"weightwatcher does not import on this torch: {type(err).__name__}: {err}")
+        return
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    print(f"weightwatcher {getattr(ww, '__version__', '?')}")
+    torch.manual_seed(0)
+    results = []
+    results += run_case("MLP 6x512x512, random init", mlp(), 3.0, ww)
+    results += run_case("MLP 6x512x512, Student-t(3) weights", heavy_tailed(mlp()), 10.0, ww)
+    results += run_case("GPT-2 (4 layers, 256), random init", gpt2(), 3.0, ww)
+    results += run_case(
+        "GPT-2 (4 layers, 256), Student-t(3) weights", heavy_tailed(gpt2()), 10.0, ww
+    )
+    print(f"\nB1: {sum(results)}/{len(results)} targets met")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Streaming (mergeable, DDP-friendly) feature covariance in float64."""
+
+from __future__ import annotations
+
+import torch
+
+from .dense import eigvals_sym
+from .validate import check_finite
+
+
+class StreamingCovariance:
+    """Running covariance of features seen batch by batch, accumulated in float64.
+
+    Internally (count n, mean μ, scatter M2 = Σ (x − μ)(x − μ)ᵀ), updated and merged with Chan et
+    al.'s pairwise formulas (no cancellation from large means). ``covariance()`` is
+    M2 / (n − correction) when centred (torch.cov's convention, correction=1), and the second
+    moment Σ x xᵀ / n when ``center=False``. For DDP, :meth:`sums` gives plain sums
+    (n, Σx, Σxxᵀ) that can be all-reduced and turned back with :meth:`from_sums`; :meth:`state`
+    / :meth:`from_state` round-trip the exact internal state.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        center: bool = True,
+        device: torch.device | str | None = None,
+        name: str = "features",
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.dim = int(dim)
+        self.center = bool(center)
+        self.name = name
+        self.n = 0
+        self.mean = torch.zeros(self.dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=device)
+
+    def _combine(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        if n_b == 0:
+            return
+        n_a = self.n
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + torch.outer(delta, delta) * (n_a * n_b / n)
+        self.n = n
+
+    def update(self, x: torch.Tensor) -> StreamingCovariance:
+        """Add a batch x of shape (b, dim) (or (..., dim), flattened to rows); returns self."""
+        x = torch.as_tensor(x)
+        if x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{self.name}: expected last dim {self.dim}, got shape {tuple(x.shape)}"
+            )
+        x = check_finite(x.reshape(-1, self.dim).to(torch.float64), self.name)
+        if x.shape[0] == 0:
+            return self
+        x = x.to(self.mean.device)
+        mean_b = x.mean(0)
+        xc = x - mean_b
+        self._combine(x.shape[0], mean_b, xc.T @ xc)
+        return self
+
+    def merge(self, other: StreamingCovariance) -> StreamingCovariance:
+        """Fold another accumulator (same dim and centring) into this one; returns self."""
+        if other.dim != self.dim or other.center != self.center:
+            raise ValueError("can only merge StreamingCovariance objects of equal dim and center")
+        self._combine(other.n, other.mean.to(self.mean.device), other.m2.to(self.m2.device))
+        return self
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Exact internal state {n, mean, m2, center} as tensors (for checkpoints)."""
+        return {
+            "n": torch.tensor(self.n, dtype=torch.int64),
+            "mean": self.mean.clone(),
+            "m2": self.m2.clone(),
+            "center": torch.tensor(self.center),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> StreamingCovariance:
+        """Rebuild an accumulator from :meth:`state`."""
+        mean = state["mean"]
+        obj = cls(mean.numel(), center=bool(state["center"]), device=mean.device)
+        obj.n = int(state["n"])
+        obj.mean = mean.to(torch.float64).clone()
+        obj.m2 = state["m2"].to(torch.float64).clone()
+        return obj
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(n, Σx, Σxxᵀ) as float64 tensors: all_reduce(SUM) them across ranks, then from_sums."""
+        n = torch.tensor(float(self.n), dtype=torch.float64, device=self.mean.device)
+        s1 = self.mean * self.n
+        s2 = self.m2 + torch.outer(self.mean, self.mean) * self.n
+        return n, s1, s2
+
+    @classmethod
+    def from_sums(
+        cls, n: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, center: bool = True
+    ) -> StreamingCovariance:
+        """Accumulator from plain sums (n, Σx, Σxxᵀ), e.g. after an all_reduce of :meth:`sums`."""
+        obj = cls(s1.numel(), center=center, device=s1.device)
+        obj.n = int(round(float(n)))
+        if obj.n > 0:
+            obj.mean = s1.to(torch.float64) / obj.n
+            obj.m2 = s2.to(torch.float64) - torch.outer(obj.mean, obj.mean) * obj.n
+        return obj
+
+    def covariance(self, correction: int = 1) -> torch.Tensor:
+        """Covariance M2/(n − correction) (centred) or second moment Σxxᵀ/n; float64 (dim, dim)."""
+        if self.n == 0:
+            raise ValueError(f"{self.name}: no samples accumulated")
+        if self.center:
+            den = self.n - correction
+            if den <= 0:
+                raise ValueError(f"{self.name}: need more than {correction} samples, have {self.n}")
+            return self.m2 / den
+        return (self.m2 + torch.outer(self.mean, self.mean) * self.n) / self.n
+
+    def eigenvalues(self, correction: int = 1) -> torch.Tensor:
+        """Ascending float64 eigenvalues of :meth:`covariance`."""
+        return eigvals_sym(self.covariance(correction), name=f"{self.name} covariance")

@@ -1,0 +1,50 @@
+"""Dense spectra: symmetric eigenvalues, singular values, general (complex) eigenvalues.
+
+Precision policy (``precision=``): ``"auto"`` computes and returns float64 (complex128), because
+the small end of a spectrum (rank, entropy, log-det, condition number) is lost in float32;
+``"float32"`` / ``"float64"`` force that precision. All functions batch over leading dims.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .validate import check_matrix, compute_dtype
+
+
+def eigvals_sym(A: torch.Tensor, precision: str = "auto", name: str = "matrix") -> torch.Tensor:
+    """Eigenvalues of the symmetric part (A + Aᵀ)/2, real, ascending, shape (..., n)."""
+    A = check_matrix(A, name, square=True)
+    dt = compute_dtype(A, precision)
+    A = A.to(dt)
+    A = 0.5 * (A + A.transpose(-1, -2).conj())
+    return torch.linalg.eigvalsh(A)
+
+
+def singular_values(W: torch.Tensor, precision: str = "auto", name: str = "matrix") -> torch.Tensor:
+    """Singular values σ_i of W (..., m, n), descending, shape (..., min(m, n))."""
+    W = check_matrix(W, name)
+    dt = compute_dtype(W, precision)
+    return torch.linalg.svdvals(W.to(dt))
+
+
+def eigvals_general(A: torch.Tensor, precision: str = "auto", name: str = "matrix") -> torch.Tensor:
+    """Complex eigenvalues λ of a general square A (..., n, n), in LAPACK order, shape (..., n)."""
+    A = check_matrix(A, name, square=True)
+    dt = compute_dtype(A, precision)
+    return torch.linalg.eigvals(A.to(dt))
+
+
+def gram_eigvals(
+    W: torch.Tensor, normalize: float | None = None, precision: str = "auto", name: str = "matrix"
+) -> torch.Tensor:
+    """Eigenvalues of the smaller Gram matrix of W, i.e. σ_i² / normalize, ascending, (..., min(m,n)).
+
+    Computed from singular values (σ_i²) so that the small end is not squared away in the Gram.
+    ``normalize=None`` means no division.
+    """
+    s = singular_values(W, precision=precision, name=name)
+    ev = s.square().flip(-1)
+    if normalize is not None:
+        ev = ev / normalize
+    return ev

@@ -1,0 +1,127 @@
+"""Hessian-vector products over a model's parameters and Lanczos / Hutch++ on top of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .lanczos import LanczosResult, lanczos
+from .params import select_params
+from .trace import TraceEstimate, hutchpp_trace
+from .validate import check_finite
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def hessian_matvec(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Sequence[torch.Tensor],
+    params: Iterable[torch.Tensor] | str | None = None,
+    param_filter: str | None = None,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """Return (v ↦ H v, dim) for H = ∇²_θ loss_fn(model(inputs), targets) over the chosen θ.
+
+    θ is the flat concatenation of the selected parameters (default: all with requires_grad,
+    in ``named_parameters`` order; see :func:`select_params`). The gradient g = ∇_θ L is built
+    once with create_graph=True; each product is ∂(g·v)/∂θ through that graph (retain_graph),
+    so one product costs about one backward pass. v may have any float dtype; Hv comes back in
+    v's dtype. The model's mode (train/eval) is used as is.
+    """
+    inputs, targets = batch
+    chosen = select_params(model, params, param_filter)
+    ps = [p for _, p in chosen]
+    with torch.enable_grad():
+        loss = loss_fn(model(inputs), targets)
+        if loss.numel() != 1:
+            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+        check_finite(loss.detach(), "loss")
+        grads = torch.autograd.grad(loss, ps, create_graph=True, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ps, strict=True)]
+    sizes = [p.numel() for p in ps]
+    dim = sum(sizes)
+    # gradients that do not depend on θ (e.g. a parameter entering linearly) give no graph
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        if v.numel() != dim:
+            raise ValueError(f"hessian matvec: vector has {v.numel()} entries, expected {dim}")
+        pieces = torch.split(v.reshape(-1), sizes)
+        out_dtype = v.dtype
+        if not live:
+            return torch.zeros(dim, dtype=out_dtype, device=v.device)
+        with torch.enable_grad():
+            hv = torch.autograd.grad(
+                [grads[i] for i in live],
+                ps,
+                grad_outputs=[pieces[i].to(grads[i].dtype).view_as(grads[i]) for i in live],
+                retain_graph=True,
+                allow_unused=True,
+            )
+        flat = [
+            (torch.zeros_like(p) if h is None else h).reshape(-1)
+            for h, p in zip(hv, ps, strict=True)
+        ]
+        return torch.cat(flat).to(out_dtype)
+
+    return matvec, dim
+
+
+def hessian_eigs(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Sequence[torch.Tensor],
+    k: int = 5,
+    which: str = "LA",
+    params: Iterable[torch.Tensor] | str | None = None,
+    param_filter: str | None = None,
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    seed: int | None = 0,
+    return_vectors: bool = False,
+    block_size: int = 1,
+) -> LanczosResult:
+    """k extreme Hessian eigenvalues (Lanczos on :func:`hessian_matvec`).
+
+    The Krylov basis is kept in the parameters' dtype (float32 products are no more accurate
+    than a float32 basis, and it halves the re-orthogonalisation traffic); T is float64.
+    Returns :class:`LanczosResult` (eigenvalues descending for LA, ascending for SA, converged
+    flags, number of Hessian-vector products).
+    """
+    chosen = select_params(model, params, param_filter)
+    mv, dim = hessian_matvec(model, loss_fn, batch, [p for _, p in chosen])
+    p0 = chosen[0][1]
+    basis_dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
+    return lanczos(
+        mv,
+        dim,
+        k=k,
+        which=which,
+        tol=tol,
+        max_iter=max_iter,
+        dtype=basis_dtype,
+        device=p0.device,
+        block_size=block_size,
+        seed=seed,
+        return_vectors=return_vectors,
+        name="hessian",
+    )
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Sequence[torch.Tensor],
+    n_matvecs: int = 30,
+    params: Iterable[torch.Tensor] | str | None = None,
+    param_filter: str | None = None,
+    seed: int | None = 0,
+) -> TraceEstimate:
+    """Hutch++ estimate of tr(H) with ``n_matvecs`` Hessian-vector products."""
+    mv, dim = hessian_matvec(model, loss_fn, batch, params, param_filter)
+    device = next(iter(p for p in model.parameters())).device
+    return hutchpp_trace(
+        mv, dim, n_matvecs, dtype=torch.float64, device=device, seed=seed, name="hessian"
+    )

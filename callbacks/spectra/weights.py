@@ -1,0 +1,291 @@
+"""Weight-matrix spectra and WeightWatcher-compatible per-layer metrics.
+
+Conventions (matching ``WeightWatcher(model).analyze()`` defaults, weightwatcher 0.7.x):
+
+* ESD of a 2-D weight W of shape (a, b): with N = max(a, b), M = min(a, b), the M eigenvalues of
+  the smaller Gram matrix, λ_i = σ_i(W)², ascending. WeightWatcher does NOT divide by N (its
+  ``normalize`` option is off and was removed in 0.6.5), so neither do we by default;
+  ``normalize=True`` gives the Marchenko–Pastur scaling λ_i = σ_i² / N (eigenvalues of WᵀW/N).
+  Power-law α, stable rank and the spike count do not depend on this scale; log_norm,
+  log_spectral_norm and alpha_weighted do.
+* Conv weights (out, in, kh, kw) (PyTorch layout): WeightWatcher cuts them into kh·kw slices
+  W[:, :, i, j] of shape (out, in) and, with its default ``pool=True``, pools the M eigenvalues
+  of every slice into one ESD of M·kh·kw values; with its default ``conv2d_norm=True`` each
+  slice is scaled by √(1/2), i.e. eigenvalues × 1/2. ``conv="pool"`` (default) reproduces this;
+  ``conv="slices"`` returns the per-slice batch (kh·kw, M) (WeightWatcher's ``pool=False``);
+  ``conv="flatten"`` reshapes to (out, in·kh·kw) instead. 3-D weights (out, in, k) of nn.Conv1d
+  are sliced the same way (k slices, no ½ factor; WeightWatcher has no clean rule for them).
+* Fused attention projections (GPT-2's ``c_attn`` of shape (d, 3d), ``in_proj_weight`` of shape
+  (3d, d)): ``fused_qkv=3`` splits the larger dimension (or ``qkv_dim``) into 3 equal blocks and
+  returns a batch of 3 ESDs. WeightWatcher itself analyses the fused matrix whole (the default).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .powerlaw import powerlaw_fit
+from .rmt import mp_bulk_fit
+from .validate import check_choice, check_matrix, check_vector, compute_dtype
+
+CONV_MODES = ("pool", "slices", "flatten")
+ESD_METHODS = ("gram", "svd")
+WW_EVALS_THRESH = 1e-5  # WeightWatcher fits only eigenvalues above this
+WW_EPSILON = 1e-10  # WeightWatcher's epsilon in the matrix entropy
+
+
+def _split_fused(W: torch.Tensor, k: int, dim: int | None, name: str) -> torch.Tensor:
+    if k < 1:
+        raise ValueError(f"{name}: fused_qkv must be >= 1, got {k}")
+    if dim is None:
+        dim = 0 if W.shape[0] >= W.shape[1] else 1
+    if dim not in (0, 1):
+        raise ValueError(f"{name}: qkv_dim must be 0 or 1, got {dim}")
+    if W.shape[dim] % k:
+        raise ValueError(
+            f"{name}: cannot split dim {dim} of shape {tuple(W.shape)} into fused_qkv={k} pieces"
+        )
+    return torch.stack(torch.chunk(W, k, dim=dim))
+
+
+def _weight_stack(
+    W: torch.Tensor, fused_qkv: int | None, qkv_dim: int | None, conv: str, name: str
+) -> tuple[torch.Tensor, float, bool]:
+    """(stack of 2-D matrices (B, a, b), eigenvalue factor, pooled?)."""
+    check_choice(conv, CONV_MODES, "conv")
+    if W.dim() == 2:
+        if fused_qkv is not None and fused_qkv != 1:
+            return _split_fused(W, fused_qkv, qkv_dim, name), 1.0, False
+        return W.unsqueeze(0), 1.0, True
+    if fused_qkv is not None and fused_qkv != 1:
+        raise ValueError(f"{name}: fused_qkv needs a 2-D weight, got shape {tuple(W.shape)}")
+    if W.dim() in (3, 4):
+        if conv == "flatten":
+            return W.reshape(W.shape[0], -1).unsqueeze(0), 1.0, True
+        out_c, in_c = W.shape[:2]
+        slices = W.reshape(out_c, in_c, -1).permute(2, 0, 1)  # (kh*kw, out, in), row-major (i, j)
+        factor = 0.5 if W.dim() == 4 else 1.0
+        return slices, factor, conv == "pool"
+    raise ValueError(f"{name}: weight must be 2-D, 3-D or 4-D, got shape {tuple(W.shape)}")
+
+
+def _gram_evals(stack: torch.Tensor, method: str, precision: str) -> torch.Tensor:
+    """Ascending eigenvalues σ² of the smaller Gram of each matrix in a (B, a, b) stack."""
+    dt = compute_dtype(stack, precision)
+    X = stack.to(dt)
+    if method == "svd":
+        return torch.linalg.svdvals(X).square().flip(-1)
+    if X.shape[-2] >= X.shape[-1]:
+        G = X.transpose(-1, -2) @ X
+    else:
+        G = X @ X.transpose(-1, -2)
+    return torch.linalg.eigvalsh(G).clamp(min=0.0)
+
+
+def weight_esd(
+    W: torch.Tensor,
+    fused_qkv: int | None = None,
+    *,
+    qkv_dim: int | None = None,
+    normalize: bool = False,
+    conv: str = "pool",
+    method: str = "gram",
+    precision: str = "auto",
+    name: str = "weight",
+) -> torch.Tensor:
+    """Empirical spectral density of a weight: eigenvalues λ_i = σ_i(W)² (/N if ``normalize``).
+
+    Returns an ascending 1-D tensor of the M = min(a, b) eigenvalues of the smaller Gram of W,
+    or a batch (B, M) for ``fused_qkv`` pieces and ``conv="slices"`` (see module docstring for the
+    conventions). ``method="gram"`` forms WᵀW in float64 and calls eigvalsh (faster; absolute
+    error ~ M·ε·λ_max), ``method="svd"`` squares float64 singular values.
+    """
+    W = check_matrix(W, name)
+    check_choice(method, ESD_METHODS, "method")
+    stack, factor, pooled = _weight_stack(W, fused_qkv, qkv_dim, conv, name)
+    ev = _gram_evals(stack, method, precision)
+    if factor != 1.0:
+        ev = ev * factor
+    if normalize:
+        ev = ev / max(stack.shape[-2:])
+    if pooled:
+        ev = torch.sort(ev.reshape(-1)).values
+    return ev
+
+
+def _ww_entropy(evals: torch.Tensor, n_big: int) -> float:
+    """WeightWatcher's matrix entropy −Σ p log p / log(rank), p = λ/Σλ + 1e-10,
+    rank = #{σ > σ_max · N · ε_float64} (numpy's matrix_rank rule)."""
+    sv = evals.clamp(min=0.0).sqrt()
+    tol = float(sv.max()) * n_big * torch.finfo(torch.float64).eps
+    rank = int((sv > tol).sum()) + WW_EPSILON
+    total = float(evals.sum())
+    if total <= 0 or rank <= 1:
+        return float("nan")
+    p = evals / total + WW_EPSILON
+    return float(-(p * p.log()).sum() / math.log(rank))
+
+
+def esd_metrics(
+    evals: torch.Tensor,
+    N: int,
+    M: int,
+    *,
+    min_tail: int = 2,
+    evals_thresh: float = WW_EVALS_THRESH,
+    name: str = "evals",
+) -> dict[str, float]:
+    """WeightWatcher's per-layer metrics from an ESD of an N×M weight (N ≥ M).
+
+    alpha, xmin, ks_distance (WW's ``D``), n_tail (WW's ``num_pl_spikes``), sigma: power-law fit
+    of the eigenvalues > evals_thresh (:func:`powerlaw_fit`);
+    log_norm = log10 Σλ (log10 of the squared Frobenius norm);
+    log_spectral_norm = log10 λ_max; alpha_weighted = α · log10 λ_max;
+    log_alpha_norm = log10 Σ λ^α; stable_rank = Σλ / λ_max;
+    entropy = −Σ p log p / log(rank), p = λ/Σλ (WW's matrix entropy, in [0, 1]);
+    num_spikes = #λ above the Marchenko–Pastur edge σ²(1+√(M/N))² with σ² fitted to the bulk
+    (:func:`mp_bulk_fit`), with mp_sigma2 and mp_edge in the ESD's own scale.
+    """
+    ev = check_vector(evals, name).to(torch.float64)
+    ev = torch.sort(ev).values
+    N, M = max(int(N), int(M)), min(int(N), int(M))
+    fit = powerlaw_fit(ev, min_tail=min_tail, threshold=evals_thresh, name=name)
+    lam_max = float(ev[-1])
+    total = float(ev.sum())
+    alpha = fit.alpha
+    lsn = math.log10(lam_max) if lam_max > 0 else float("-inf")
+    if math.isfinite(alpha) and lam_max > 0:
+        pos = ev[ev > 0]
+        log_alpha_norm = float(torch.logsumexp(alpha * pos.log(), 0)) / math.log(10.0)
+    else:
+        log_alpha_norm = float("nan")
+    sigma2, edge, spikes = mp_bulk_fit(ev, N, M, name=name)
+    return {
+        "alpha": alpha,
+        "alpha_weighted": alpha * lsn,
+        "log_norm": math.log10(total) if total > 0 else float("-inf"),
+        "log_spectral_norm": lsn,
+        "log_alpha_norm": log_alpha_norm,
+        "stable_rank": total / lam_max if lam_max > 0 else 0.0,
+        "entropy": _ww_entropy(ev, N),
+        "num_spikes": float(spikes),
+        "mp_sigma2": sigma2,
+        "mp_edge": edge,
+        "xmin": fit.xmin,
+        "ks_distance": fit.ks_distance,
+        "n_tail": float(fit.n_tail),
+        "sigma": fit.sigma,
+        "lambda_max": lam_max,
+        "num_evals": float(ev.numel()),
+        "N": float(N),
+        "M": float(M),
+    }
+
+
+def weight_metrics(
+    W: torch.Tensor,
+    fused_qkv: int | None = None,
+    *,
+    qkv_dim: int | None = None,
+    conv: str = "pool",
+    normalize: bool = False,
+    method: str = "gram",
+    min_tail: int = 2,
+    name: str = "weight",
+) -> dict[str, float] | list[dict[str, float]]:
+    """WeightWatcher-style metrics of one weight (see :func:`esd_metrics` for the formulas).
+
+    Returns one dict, or a list of dicts (one per piece) when the ESD is a batch
+    (``fused_qkv`` > 1 or ``conv="slices"``).
+    """
+    W = check_matrix(W, name)
+    ev = weight_esd(
+        W, fused_qkv, qkv_dim=qkv_dim, normalize=normalize, conv=conv, method=method, name=name
+    )
+    stack, _, _ = _weight_stack(W, fused_qkv, qkv_dim, conv, name)
+    a, b = stack.shape[-2:]
+    N, M = max(a, b), min(a, b)
+    if ev.dim() == 1:
+        return esd_metrics(ev, N, M, min_tail=min_tail, name=name)
+    return [esd_metrics(e, N, M, min_tail=min_tail, name=f"{name}[{i}]") for i, e in enumerate(ev)]
+
+
+_WW_TYPES = ("linear", "conv1d", "conv2d", "embedding")
+
+
+def iter_weight_matrices(
+    model: nn.Module,
+    pattern: str | None = None,
+    *,
+    min_evals: int = 8,
+    max_evals: int = 15000,
+    max_n: int = 50000,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (module name, weight) for the layers WeightWatcher analyses by default.
+
+    Modules whose class is nn.Linear / nn.Conv1d / nn.Conv2d / nn.Embedding, or whose class name
+    contains linear, conv1d, conv2d or embedding (so transformers' Conv1D), with a ≥2-D
+    ``weight``; kept when min_evals ≤ M·rf ≤ max_evals and N ≤ max_n (WW's defaults 8, 15000,
+    50000; rf = kernel size). ``pattern`` is a regex searched in the module name.
+    """
+    rx = re.compile(pattern) if pattern is not None else None
+    for mod_name, mod in model.named_modules():
+        kind = type(mod).__name__.lower()
+        typed = isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding)
+        if not typed and not any(t in kind for t in _WW_TYPES):
+            continue
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, torch.Tensor) or w.dim() < 2:
+            continue
+        if rx is not None and not rx.search(mod_name):
+            continue
+        a, b = w.shape[:2]
+        rf = int(math.prod(w.shape[2:])) if w.dim() > 2 else 1
+        N, M = max(a, b), min(a, b)
+        if not (min_evals <= M * rf <= max_evals) or N > max_n:
+            continue
+        yield mod_name, w.detach()
+
+
+def model_weight_metrics(
+    model: nn.Module,
+    pattern: str | None = None,
+    *,
+    conv: str = "pool",
+    method: str = "gram",
+    precision: str = "auto",
+    min_tail: int = 2,
+) -> dict[str, dict[str, float]]:
+    """Per-layer :func:`esd_metrics` for every layer of :func:`iter_weight_matrices`.
+
+    Same-shape matrices are stacked so that their spectra come from one batched call.
+    ``conv`` is "pool" or "flatten" (one ESD per layer); ``precision`` as in :func:`weight_esd`
+    (float32 trades the small end of the ESD for ~2x speed). Returns {module name: metrics}.
+    """
+    check_choice(conv, ("pool", "flatten"), "conv")
+    items = list(iter_weight_matrices(model, pattern))
+    groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for nm, w in items:
+        groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append((nm, w))
+    out: dict[str, dict[str, float]] = {}
+    for (shape, _, _), members in groups.items():
+        for nm, w in members:
+            check_matrix(w, nm)
+        if len(shape) == 2:
+            evs = _gram_evals(torch.stack([w for _, w in members]), method, precision)
+            a, b = shape
+        else:
+            evs = [
+                weight_esd(w, conv=conv, method=method, precision=precision, name=nm)
+                for nm, w in members
+            ]
+            stack, _, _ = _weight_stack(members[0][1], None, None, conv, members[0][0])
+            a, b = stack.shape[-2:]
+        for i, (nm, _) in enumerate(members):
+            out[nm] = esd_metrics(evs[i], max(a, b), min(a, b), min_tail=min_tail, name=nm)
+    return {nm: out[nm] for nm, _ in items}
