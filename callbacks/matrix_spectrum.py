@@ -17,16 +17,29 @@ from callbacks.spectra import (
 )
 
 
-def matrix_spectrum(matrix: torch.Tensor, name: str, sym_tol: float = 1e-10
-                    ) -> tuple[torch.Tensor, str]:
+KINDS = ("auto", "eigvals_sym", "eigvals", "singular_values", "values")
+REFERENCE_KEYS = ("edge", "radius", "outliers")
+
+
+def matrix_spectrum(matrix: torch.Tensor, name: str, kind: str = "auto",
+                    sym_tol: float = 1e-10) -> tuple[torch.Tensor, str]:
     """Return (spectrum, kind) of a named tensor.
 
-    1-D: the values themselves ("values"); square symmetric (‖A − Aᵀ‖ ≤ tol‖A‖): real
-    eigenvalues ("eigvals_sym"); square otherwise: complex eigenvalues ("eigvals"); rectangular:
-    singular values ("singular_values").
+    kind "auto": 1-D: the values themselves ("values"); square symmetric (‖A − Aᵀ‖ ≤ tol‖A‖):
+    real eigenvalues ("eigvals_sym"); square otherwise: complex eigenvalues ("eigvals");
+    rectangular: singular values ("singular_values"). Any other kind forces that computation.
     """
+    if kind not in KINDS:
+        raise ValueError(f"{name}: kind={kind!r} is not allowed; choose one of: "
+                         + ", ".join(KINDS))
     matrix = matrix.detach()
-    if matrix.dim() == 1:
+    if kind == "singular_values":
+        return singular_values(matrix, name=name), kind
+    if kind == "eigvals_sym":
+        return eigvals_sym(matrix, name=name), kind
+    if kind == "eigvals":
+        return eigvals_general(matrix, name=name), kind
+    if kind == "values" or matrix.dim() == 1:
         return matrix.to(torch.float64), "values"
     if matrix.dim() != 2:
         raise ValueError(f"{name}: spectral_matrices() must give 1-D or 2-D tensors, got "
@@ -44,9 +57,11 @@ def matrix_spectrum(matrix: torch.Tensor, name: str, sym_tol: float = 1e-10
 class MatrixSpectrum(SpectralCallback):
     """Eigenvalues (real or complex) or singular values of each matrix the task exposes.
 
-    Optional `pl_module.spectral_reference() -> {name: {"radius": r, "edge": e, "outliers":
-    tensor}}` adds outlier counts (|λ| > radius, or σ/λ > edge) to the scalars and the theory
-    circle and outliers to the plot.
+    `pl_module.spectral_matrices()` maps names to tensors (the kind is chosen as in
+    `matrix_spectrum`) or to dicts `{"matrix": T, "kind": ..., "edge": e, "radius": r,
+    "outliers": tensor}`. Reference values (there, or from the optional
+    `pl_module.spectral_reference() -> {name: {...}}`) add outlier counts (|λ| > radius, or
+    σ/λ > edge) to the scalars and the theory circle, edge and outliers to the plot.
     """
 
     probe = "matrices"
@@ -61,12 +76,16 @@ class MatrixSpectrum(SpectralCallback):
         reference = pl_module.spectral_reference() if hasattr(
             pl_module, "spectral_reference") else {}
         arrays, scalars = {}, {}
-        for name, matrix in matrices.items():
+        for name, value in matrices.items():
             if pattern is not None and not pattern.search(name):
                 continue
-            spectrum, kind = matrix_spectrum(matrix, name)
+            ref = dict(reference.get(name, {}))
+            kind = "auto"
+            if isinstance(value, dict):
+                ref.update({k: value[k] for k in REFERENCE_KEYS if value.get(k) is not None})
+                kind, value = value.get("kind", "auto"), value["matrix"]
+            spectrum, kind = matrix_spectrum(value, name, kind)
             arrays[name] = spectrum
-            ref = reference.get(name, {})
             if self.sink is not None and ref:
                 self.sink.references[name] = {k: _plain(v) for k, v in ref.items()}
             if spectrum.is_complex():

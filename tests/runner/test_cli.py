@@ -11,7 +11,15 @@ import pytest
 
 from conftest import ROOT, TINY_SCALING, run_cli
 from runner.report import report
-from runner.wandb_records import find_run_file, history
+from runner.wandb_records import find_run_file, history, read_records
+
+
+def run_group(run_dir: Path) -> str:
+    """Return the W&B group recorded in the run's offline file."""
+    for record in read_records(find_run_file(run_dir)):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_group
+    raise AssertionError(f"no run record in {run_dir}")
 
 
 def where(tmp_path: Path) -> list[str]:
@@ -85,6 +93,8 @@ def test_basic_sweep_finishes_despite_a_failed_job_and_report_lists_it(tmp_path)
     assert statuses["2"]["status"] == "completed"
     assert statuses["1"]["status"] == "failed"
     assert "task.n_features=-1" in statuses["1"]["error"]
+    groups = {run_group(sweep / job) for job in ("0", "2")}
+    assert groups == {f"optimizer_scaling-{sweep.name}"}  # one W&B group per sweep
     tables = report(sweep)
     summary = tables["optimizer_scaling"]
     assert list(summary.columns[:3]) == ["optimizer", "s", "steps"] and "alpha" in summary

@@ -1,0 +1,1 @@
+"""two_step_gd: outliers of the first-layer weights after one and two full-batch GD steps."""
