@@ -16,7 +16,6 @@ from callbacks.spectra import (
     spectrum_summary,
 )
 
-
 KINDS = ("auto", "eigvals_sym", "eigvals", "singular_values", "values")
 REFERENCE_KEYS = ("edge", "radius", "outliers")
 

@@ -142,8 +142,9 @@ def test_against_weightwatcher(gen):
         for p in model.parameters():
             p.copy_(torch.distributions.StudentT(3.0).sample(p.shape) * 0.05)
     details = ww.WeightWatcher(model=model).analyze()
-    ours = model_weight_metrics(model)
-    assert len(details) == len(ours) == 3
+    ours = model_weight_metrics(model, precision="float64")  # the float64 reference
+    mixed = model_weight_metrics(model)  # default: float32 eigenvalues for float32 weights
+    assert len(details) == len(ours) == len(mixed) == 3
     for (_, row), (name, m) in zip(details.iterrows(), ours.items(), strict=True):
         assert str(row["name"]) == name.split(".")[-1]
         for ww_key, key in [
@@ -158,3 +159,19 @@ def test_against_weightwatcher(gen):
             ("num_pl_spikes", "n_tail"),
         ]:
             assert m[key] == pytest.approx(float(row[ww_key]), rel=1e-6), (name, key)
+        # the default precision policy stays within the documented accuracy of the float64 one
+        assert abs(mixed[name]["alpha"] - float(row["alpha"])) <= 5e-3, name
+        for key in ("log_norm", "log_spectral_norm", "stable_rank", "entropy"):
+            assert mixed[name][key] == pytest.approx(m[key], rel=1e-5), (name, key)
+
+
+def test_default_precision_falls_back_to_float64_when_float32_cannot_resolve(gen):
+    model = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 48))
+    with torch.no_grad():  # layer 1 has rank 8: float32 cannot resolve its zero eigenvalues
+        u = torch.randn(48, 8, generator=gen)
+        model[1].weight.copy_(u @ torch.randn(8, 48, generator=gen))
+    auto = model_weight_metrics(model)
+    ref = model_weight_metrics(model, precision="float64")
+    for key in ("alpha", "entropy", "xmin", "log_norm"):
+        assert auto["1"][key] == pytest.approx(ref["1"][key], rel=1e-12, nan_ok=True), key
+        assert auto["0"][key] == pytest.approx(ref["0"][key], rel=1e-4, nan_ok=True), key
