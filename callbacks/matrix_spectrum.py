@@ -38,8 +38,9 @@ def matrix_spectrum(matrix: torch.Tensor, name: str, kind: str = "auto",
         return eigvals_sym(matrix, name=name), kind
     if kind == "eigvals":
         return eigvals_general(matrix, name=name), kind
-    if kind == "values" or matrix.dim() == 1:
-        return matrix.to(torch.float64), "values"
+    if kind == "values" or matrix.dim() == 1:  # a precomputed spectrum, real or complex
+        values = matrix.reshape(-1)
+        return values.to(torch.complex128 if values.is_complex() else torch.float64), "values"
     if matrix.dim() != 2:
         raise ValueError(f"{name}: spectral_matrices() must give 1-D or 2-D tensors, got "
                          f"shape {tuple(matrix.shape)}")

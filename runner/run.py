@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
-from runner.paper_metrics import FILE_NAME as PAPER_FILE
 from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
 from runner.task_params import build_params
 from runner.validation import ConfigError, check_choice
@@ -162,7 +161,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         group = f"{cfg.task.name}-{Path(sweep_dir).name}" if sweep_dir else None
         loggers = build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
         callbacks = [*build_callbacks(cfg.get("callbacks")), PaperMetricsCollector(run_dir)]
-        (run_dir / PAPER_FILE).unlink(missing_ok=True)
         show_bar = progress_bar_enabled(cfg.progress_bar)
         if show_bar:
             from pytorch_lightning.callbacks import RichProgressBar
@@ -178,9 +176,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.run_test and _has_test_set(datamodule):
             trainer.test(module, datamodule=datamodule, verbose=False)
         results["metrics"] = scalar_metrics(trainer.callback_metrics)
-        paper = read_paper_metrics(run_dir)
-        results["paper_metrics"] = paper
-        paper_scalars = {f"paper/{k}": v for k, v in scalar_metrics(paper).items()}
+        # written where training ran (also ddp_spawn workers); a resumed run that had already
+        # finished keeps the file of the run that finished
+        results["paper_metrics"] = read_paper_metrics(run_dir)
+        paper_scalars = {f"paper/{k}": v
+                         for k, v in scalar_metrics(results["paper_metrics"]).items()}
         for lg in trainer.loggers:
             lg.log_metrics(paper_scalars, step=trainer.global_step)
             lg.save()

@@ -77,3 +77,11 @@ def test_resume_matches_an_uninterrupted_run(make_cfg, tmp_path, optimizer):
     steps = [int(r["step"]) for r in read_metrics_csv(crash_dir / "metrics.csv")
              if r.get("test/loss")]
     assert steps[0] == 0 and steps[-1] == 11  # rows from before the crash were kept
+
+
+def test_rerunning_a_finished_run_keeps_its_results(make_cfg, tmp_path):
+    run_dir = tmp_path / "done"
+    first = run(make_cfg([*TINY_SCALING, "logger=csv"], run_dir))
+    again = run(make_cfg([*TINY_SCALING, "logger=csv"], run_dir))
+    assert again["resumed_from"].endswith("last.ckpt")
+    assert again["paper_metrics"] == first["paper_metrics"]

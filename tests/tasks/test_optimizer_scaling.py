@@ -125,3 +125,45 @@ def test_config_rejects_impossible_values():
         Config(optimizer="adam", solver="closed_form")
     with pytest.raises(ConfigError, match="task.s=0"):
         Config(s=0)
+
+
+def closed_form_alphas(seeds, s_values, d=4096, n=8192, widths=(64, 128, 256, 512, 1024, 2048),
+                       steps=50, eps=1e-8):
+    """Return {(optimizer, s): [alpha per seed]} for gd and natural_gradient (closed forms)."""
+    out = {}
+    for seed in seeds:
+        for s in s_values:
+            p = draw_problem(seed, s, d, n, max(widths), n_outputs=1, noise_std=0.05)
+            losses = {"gd": [], "natural_gradient": []}
+            for width in widths:
+                sig, b = p["sigma_hat"][:width, :width], p["b_hat"][:width]
+                evals, evecs = torch.linalg.eigh(sig)
+                fits = {"gd": solvers.gd_closed_form(evals, evecs, b, 1 / float(evals[-1]), steps),
+                        "natural_gradient": solvers.ng_closed_form(evals, evecs, b, eps, steps)}
+                for name, a in fits.items():
+                    losses[name].append(float(solvers.quadratic_loss(
+                        a, p["sigma"][:width, :width], p["b"][:width], p["c"])))
+            for name, curve in losses.items():
+                out.setdefault((name, s), []).append(
+                    fit_exponent(np.array(widths), np.array(curve)))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_paper_claims_1_and_3_over_five_seeds():
+    """Claim 1 (s = 1: alpha_NG in [0.25, 0.37], alpha_GD in [0.08, 0.17], ratio >= 2) and
+    claim 3 (Δalpha grows from s = 0.5 to 1.5, Δalpha(2) >= 0.8 Δalpha(1.5)), means of 5 seeds,
+    at the paper's size (D = 4096, n = 8192, N = 64..2048, T = 50). About 20 minutes."""
+    s_values = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    alphas = closed_form_alphas(range(5), s_values)
+    mean = {k: float(np.mean(v)) for k, v in alphas.items()}
+    for s in s_values:
+        print(f"s={s}: gd {mean[('gd', s)]:.3f} ng {mean[('natural_gradient', s)]:.3f}")
+    gd, ng = mean[("gd", 1.0)], mean[("natural_gradient", 1.0)]
+    assert 0.25 <= ng <= 0.37
+    assert 0.08 <= gd <= 0.17
+    assert ng / gd >= 2
+    delta = [mean[("natural_gradient", s)] - mean[("gd", s)] for s in s_values]
+    assert all(np.diff(delta[:5]) > 0)  # 0.5 -> 1.5
+    assert delta[5] >= 0.8 * delta[4]

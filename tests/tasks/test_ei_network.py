@@ -1,0 +1,375 @@
+"""ei_network: connectivity, theory against the mean matrix, order parameters, the 1D claims."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import compose_config
+from runner import run
+from runner.validation import ConfigError
+from tasks.ei_network.analysis import notes, plot, summarize
+from tasks.ei_network.config import PRESETS, Config
+from tasks.ei_network.connectivity import connection_prob, in_degree
+from tasks.ei_network.data import draw_j
+from tasks.ei_network.module import observe
+from tasks.ei_network.order import (
+    classify,
+    dominant_frequency,
+    dominant_wavevector,
+    global_sync,
+    local_sync,
+    moran_i,
+)
+from tasks.ei_network.simulate import simulate
+from tasks.ei_network.spectrum import match_outliers
+from tasks.ei_network.theory import (
+    bulk_variance_matrix,
+    classify_theory,
+    theory_from_config,
+)
+
+RING = ["task=ei_network", "task.dim=1", "task.n_exc=800", "logger=csv"]
+THRESHOLDS = {k: getattr(Config(), k) for k in ("thr_activity", "thr_global_sync",
+                                                 "thr_local_sync", "thr_moran", "thr_static",
+                                                 "thr_osc_std")}
+
+
+@pytest.fixture(scope="module")
+def ring_runs(tmp_path_factory):
+    """Run the stable, bump and chaos presets once on the 1D ring (N_E = 800, ranges ×2)."""
+    base = tmp_path_factory.mktemp("ring")
+    out = {}
+    for preset in ("stable", "bump", "chaos"):
+        cfg = compose_config([*RING, f"task.preset={preset}"], base / preset, base / "data")
+        out[preset] = run(cfg)
+    return out
+
+
+# ------------------------------------------------------------------ config
+def test_preset_values_and_explicit_override():
+    c = Config(preset="bump", gbar_ie=11.2)
+    assert c.gbar_ie == 11.2 and c.gbar_ee == PRESETS["bump"]["gbar_ee"]
+    assert c.range_ei == PRESETS["bump"]["range_ei"] and c.g_het == 0.1
+    default = Config(preset=None)
+    assert default.gbar_ee == PRESETS["stable"]["gbar_ee"]
+    assert Config(dim=2, n_exc=2500).scale == pytest.approx(4.0)
+    assert Config(dim=1, n_exc=800).scale == pytest.approx(2.0)
+
+
+def test_yaml_nulls_resolve_to_the_preset(tmp_path):
+    from runner.task_params import build_params
+
+    cfg = compose_config(["task=ei_network", "task.preset=chaos", "task.gbar_ii=-5"],
+                         tmp_path / "r", tmp_path / "d")
+    params = build_params(cfg.task)
+    assert params.g_het == 0.9 and params.range_ii == 0.085 and params.gbar_ii == -5.0
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"range_ee": -0.05}, "task.range_ee"),
+    ({"range_ii": 0.0}, "task.range_ii"),
+    ({"density": -0.1}, "task.density"),
+    ({"density": 1.2}, "task.density"),
+    ({"dim": 2, "n_exc": 2500, "inh_ratio": 0.3}, "task.inh_ratio"),
+    ({"dim": 2, "n_exc": 2000}, "task.n_exc"),
+    ({"dim": 1, "n_exc": 801}, "task.inh_ratio"),
+    ({"preset": "spiral"}, "task.preset"),
+    ({"gbar_ei": 3.0}, "task.gbar_ei"),
+])
+def test_bad_input_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        Config(**kwargs)
+
+
+def test_bad_input_through_the_runner(tmp_path):
+    cfg = compose_config(["task=ei_network", "task.preset=nope"], tmp_path / "r", tmp_path / "d")
+    with pytest.raises(ConfigError, match=r"task\.preset='nope'"):
+        run(cfg)
+
+
+# ------------------------------------------------------------------ connectivity
+def test_in_degree_and_dale_signs():
+    c = Config(preset="bump", dim=1, n_exc=800)
+    j, info = draw_j(c, seed=0)
+    ne = c.n_exc
+    blocks = {"ee": j[:ne, :ne], "ie": j[ne:, :ne], "ei": j[:ne, ne:], "ii": j[ne:, ne:]}
+    n_pre = {"e": c.n_exc, "i": c.n_inh}
+    for blk, w in blocks.items():
+        k = in_degree(c.density, c.ranges()[blk], n_pre[blk[1]], c.dim)
+        assert (w != 0).sum(1).double().mean() == pytest.approx(k, rel=0.02), blk
+        nz = w[w != 0].double()
+        sign = 1 if blk[1] == "e" else -1
+        assert sign * float(nz.mean()) > 0          # Dale: E columns excite, I columns inhibit
+        # each weight ~ N(ḡ/K, g²/K): the sign flips with probability Φ(−|ḡ|/(g√K))
+        flip = float((sign * nz < 0).double().mean())
+        expect = 0.5 * math.erfc(abs(c.gbar()[blk]) / (c.g_het * math.sqrt(k)) / math.sqrt(2))
+        assert flip == pytest.approx(expect, abs=0.01), blk
+    assert info["max_connection_prob"] <= 1.0
+
+
+def test_connection_probability_peaks_at_density_and_integrates_to_k():
+    p = connection_prob(30, 30, 0.08, 0.9, dim=2)
+    assert float(p.max()) == pytest.approx(0.9, rel=1e-6)
+    k = in_degree(0.9, 0.08, 900, dim=2)
+    assert float(p.sum(1).mean()) == pytest.approx(k, rel=1e-6)
+
+
+# ------------------------------------------------------------------ theory
+def _mean_matrix(c: Config) -> torch.Tensor:
+    sides, n = {"e": c.side_exc, "i": c.side_inh}, {"e": c.n_exc, "i": c.n_inh}
+    blocks = {}
+    for blk in ("ee", "ie", "ei", "ii"):
+        p = connection_prob(sides[blk[0]], sides[blk[1]], c.ranges()[blk], c.density, c.dim)
+        blocks[blk] = p * c.gbar()[blk] / in_degree(c.density, c.ranges()[blk], n[blk[1]], c.dim)
+    return torch.cat([torch.cat([blocks["ee"], blocks["ei"]], 1),
+                      torch.cat([blocks["ie"], blocks["ii"]], 1)])
+
+
+@pytest.mark.parametrize("dim, n_exc, preset", [(1, 400, "wave"), (2, 400, "bump"),
+                                                (2, 400, "global_osc")])
+def test_outliers_are_the_eigenvalues_of_the_mean_matrix(dim, n_exc, preset):
+    """E[J] is block-circulant: its eigenvalues are exactly λ±(n), one copy per wave vector."""
+    c = Config(preset=preset, dim=dim, n_exc=n_exc, range_scale=4.0 if dim == 2 else 3.0)
+    th = theory_from_config(c)
+    evals = torch.linalg.eigvals(_mean_matrix(c)).numpy()
+    _, dist = match_outliers(th.lambdas[np.abs(th.lambdas) > 0.05], evals)
+    assert dist.max() < 1e-8
+
+
+def test_bulk_formula_reduces_to_the_2d_closed_form():
+    c = Config(preset="bump")
+    s = bulk_variance_matrix(c.gbar(), c.ranges(), c.g_het, c.density,
+                             {"e": c.n_exc, "i": c.n_inh}, 2, wrapped=False)
+    n_pre = {"e": c.n_exc, "i": c.n_inh}
+    for blk, (a, b) in {"ee": (0, 0), "ei": (0, 1), "ie": (1, 0), "ii": (1, 1)}.items():
+        k = in_degree(c.density, c.ranges()[blk], n_pre[blk[1]], 2)
+        closed = c.gbar()[blk] ** 2 * (1 - c.density / 2) / k + c.g_het**2
+        assert s[a, b] == pytest.approx(closed, rel=1e-12)
+
+
+def test_theory_rule_on_constructed_spectra():
+    vec = np.array([[0], [0], [2], [2]])
+    cplx = np.array([False, False, True, True])
+    lam = np.array([1.5, 0.2, 1.2 + 0.5j, 1.2 - 0.5j])
+    assert classify_theory(lam, vec, cplx, 0.5)[0] == "global_sync"
+    assert classify_theory(lam, vec, cplx, 1.1)[0] == "chaos"
+    lam2 = np.array([0.9, 0.2, 1.2 + 0.5j, 1.2 - 0.5j])
+    assert classify_theory(lam2, vec, cplx, 0.5)[0] == "wave"
+    assert classify_theory(lam2.real.astype(complex), vec, np.zeros(4, bool), 0.5)[0] == "bump"
+    assert classify_theory(np.array([0.9, 0.1, 0.5, 0.5]), vec, np.zeros(4, bool),
+                           0.5)[0] == "stable"
+
+
+def test_paper_presets_get_the_paper_labels_at_every_size():
+    for dim, n in ((2, 40_000), (2, 2500), (1, 800)):
+        for preset in PRESETS:
+            assert theory_from_config(Config(preset=preset, dim=dim, n_exc=n)).regime == preset
+
+
+# ------------------------------------------------------------------ order parameters
+def test_order_parameters_on_constructed_patterns():
+    t = torch.arange(200, dtype=torch.float64)[:, None, None] * 2.0
+    x = torch.arange(40, dtype=torch.float64) / 40
+    xx, yy = torch.meshgrid(x, x, indexing="ij")
+    uniform = torch.full((200, 40, 40), 0.8, dtype=torch.float64)
+    assert global_sync(uniform, 2) == pytest.approx(1.0)
+    bump = torch.tanh(3 * torch.cos(2 * math.pi * xx)).expand(200, 40, 40)
+    assert moran_i(bump, 2) > 0.8 and local_sync(bump, 2) > 0.6
+    assert global_sync(bump, 2) < 0.05
+    assert dominant_wavevector(bump, 2)[1] == pytest.approx(1.0)
+    f = 0.3  # cycles per τ, τ = 20
+    wave = torch.cos(2 * math.pi * (xx + 2 * yy) - 2 * math.pi * f * t / 20.0)
+    freq, osc = dominant_frequency(wave, 2, frame_dt=2.0, tau=20.0)
+    assert freq == pytest.approx(f, rel=0.03) and osc > 0.9
+    assert dominant_wavevector(wave, 2)[1] == pytest.approx(math.sqrt(5))
+    noise = torch.randn(50, 40, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert abs(moran_i(noise, 2)) < 0.02
+
+
+def test_classifier_uses_the_frozen_thresholds():
+    base = {"mean_activity": 0.5, "global_sync": 0.02, "local_sync": 0.1, "moran_i": 0.01,
+            "temporal_std": 0.4, "population_std": 0.01}
+    assert classify(base, THRESHOLDS) == "chaos"
+    assert classify({**base, "mean_activity": 0.05}, THRESHOLDS) == "stable"
+    assert classify({**base, "global_sync": 0.9, "population_std": 0.5}, THRESHOLDS) == "global_osc"
+    assert classify({**base, "global_sync": 0.9, "population_std": 0.0}, THRESHOLDS) == "global_sync"
+    pattern = {**base, "local_sync": 0.7, "moran_i": 0.6}
+    assert classify({**pattern, "temporal_std": 0.05}, THRESHOLDS) == "bump"
+    assert classify(pattern, THRESHOLDS) == "wave"
+
+
+def test_divergence_is_reported_not_classified():
+    j = torch.full((5, 5), 3e38, dtype=torch.float32)
+    rec = simulate(j, 4, tau=20.0, dt=0.2, t_total=20.0, record_every=1, noise_std=0.0,
+                   inh_gain_scale=5.0, init_low=1.0, init_high=2.0, seed=0, chunk=10)
+    assert rec.diverged
+    c = Config(dim=1, n_exc=4, t_total=20.0, burn_in=0.0, record_every=1, n_max_wave=1)
+    out = observe(rec, c)
+    assert out["observed_regime"] == "diverged" and "global_sync" not in out
+
+
+# ------------------------------------------------------------------ runs on the ring (1D)
+def test_smoke_run_writes_results_and_caches_the_eigendecomposition(ring_runs, tmp_path_factory):
+    res = ring_runs["stable"]
+    assert res["status"] == "completed"
+    run_dir = __import__("pathlib").Path(res["run_dir"])
+    assert (run_dir / "results.json").exists() and (run_dir / "metrics.csv").exists()
+    pm = json.loads((run_dir / "results.json").read_text())["paper_metrics"]
+    for key in ("predicted_regime", "observed_regime", "bulk_radius_theory",
+                "bulk_radius_empirical", "top_outlier_theory", "top_outlier_empirical",
+                "global_sync", "local_sync", "moran_i", "temporal_std"):
+        assert pm[key] is not None, key
+    assert len(pm["top_outlier_empirical"]) == 2 and math.isfinite(pm["bulk_radius_empirical"])
+    assert list((run_dir / "cache").glob("eigvals_*.pt")) and pm["eig_cached"] is False
+    again = run(compose_config([*RING, "task.preset=stable", "resume=never",
+                                "task.t_total=100", "task.burn_in=50"], run_dir,
+                               tmp_path_factory.getbasetemp() / "data2"))
+    assert again["paper_metrics"]["eig_cached"] is True
+    assert again["paper_metrics"]["bulk_radius_empirical"] == pm["bulk_radius_empirical"]
+
+
+@pytest.mark.parametrize("preset", ["stable", "bump", "chaos"])
+def test_bulk_radius_within_5_percent_on_the_ring(ring_runs, preset):
+    pm = ring_runs[preset]["paper_metrics"]
+    assert pm["bulk_radius_rel_error"] < 0.05, (pm["bulk_radius_theory"],
+                                                pm["bulk_radius_empirical"])
+
+
+@pytest.mark.xfail(strict=True, reason="finding: on the 1D ring at N_E = 800 (ranges ×2) the "
+                   "finite-K fluctuations move outliers by 0.12–0.15 (bump 0.149, stable 0.117, "
+                   "chaos 0.122 at seed 0); the 0.1 claim holds in 2D at N_E = 2,500 (slow test)")
+def test_outliers_matched_within_0_1_on_the_ring(ring_runs):
+    worst = {p: r["paper_metrics"]["outlier_max_distance"] for p, r in ring_runs.items()}
+    assert max(worst.values()) < 0.1, worst
+
+
+def test_outlier_matching_error_is_small_relative_to_the_outliers(ring_runs):
+    """The mean match distance is a few % of the outliers' typical modulus (≥ 1)."""
+    for preset, res in ring_runs.items():
+        assert res["paper_metrics"]["outlier_mean_distance"] < 0.12, preset
+
+
+@pytest.mark.parametrize("preset", ["stable", "bump", "chaos"])
+def test_predicted_regime_equals_simulated_regime_on_the_ring(ring_runs, preset):
+    pm = ring_runs[preset]["paper_metrics"]
+    assert pm["predicted_regime"] == preset
+    assert pm["observed_regime"] == preset, {k: pm[k] for k in (
+        "mean_activity", "global_sync", "local_sync", "moran_i", "temporal_std")}
+
+
+def test_spectral_reference_and_matrices(ring_runs):
+    from tasks.ei_network.module import EINetworkModule
+
+    module = EINetworkModule(Config(preset="bump", dim=1, n_exc=800))
+    ref = module.spectral_reference()["J"]
+    assert ref["outliers"].is_complex() and (ref["outliers"].abs() > ref["radius"]).all()
+    assert ref["radius"] == pytest.approx(ring_runs["bump"]["paper_metrics"]["bulk_radius_theory"])
+    assert module.spectral_matrices() == {}  # J arrives with the data module in setup
+
+
+def test_infer_mode_recovers_the_regime_of_a_recording(tmp_path):
+    cfg = compose_config([*RING, "task.preset=bump", "task.mode=infer", "task.eig_method=none"],
+                         tmp_path / "r", tmp_path / "d")
+    pm = run(cfg)["paper_metrics"]
+    assert pm["recovered_regime"] == pm["observed_regime"] == "bump"
+    assert pm["gbar_rel_error"] < 0.1 and pm["range_rel_error"] < 0.1
+    assert pm["recovered_bulk_radius_rel_error"] < 0.05
+    assert pm["fit_loss_heldout"] < 1.0  # the mean kernel explains part of held-out input
+
+
+def test_summarize_notes_and_plots(tmp_path):
+    results = []
+    for gee in (7.0, 12.0):
+        for gie in (8.0, 14.0):
+            c = Config(preset="bump", dim=1, n_exc=800, gbar_ee=gee, gbar_ie=gie)
+            th = theory_from_config(c)
+            pm = {"preset": "bump", "dim": 1, "n_exc": 800, "n_inh": 200,
+                  "range_scale": c.scale, **{k: getattr(c, k) for k in (
+                      "gbar_ee", "gbar_ie", "gbar_ei", "gbar_ii", "range_ee", "range_ie",
+                      "range_ei", "range_ii", "g_het", "density")},
+                  "predicted_regime": th.regime,
+                  "observed_regime": th.regime if gee < 10 else "chaos",
+                  "top_outlier_theory": [1.0, 0.0], "top_outlier_empirical": None,
+                  "predicted_frequency": th.frequency, "dominant_frequency": th.frequency,
+                  "predicted_wavenumber": th.wavenumber, "dominant_wavenumber": th.wavenumber}
+            results.append({"status": "completed", "seed": 0, "paper_metrics": pm})
+    table = summarize(results)
+    assert len(table) == 4 and table["match"].sum() == 2
+    assert "Agreement: 2/4" in notes(table)
+    paths = plot(table, results, tmp_path)
+    assert {p.name for p in paths} == {"confusion.png", "phase_diagram.png"}
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+@pytest.mark.parametrize("dim, n_exc", [(1, 800), (2, 400)])
+def test_fourier_fit_loss_equals_the_time_domain_loss(dim, n_exc):
+    from tasks.ei_network.data import run_dynamics
+    from tasks.ei_network.inference import (
+        MeanFieldFit,
+        fit_loss,
+        mean_field_input,
+        observed_input,
+    )
+
+    c = Config(preset="wave", dim=dim, n_exc=n_exc, mode="infer", t_total=100, burn_in=20)
+    rec = run_dynamics(c, draw_j(c, 0)[0], 0)
+    u, phi = observed_input(rec.x, c.dt * c.record_every, c.tau, c.n_exc, c.inh_gain_scale)
+    g = torch.tensor([6.0, 7.0, -5.0, -4.0], dtype=torch.float64)
+    d = torch.tensor([0.1, 0.12, 0.15, 0.2], dtype=torch.float64)
+    direct = fit_loss(u, mean_field_input(phi, g, d, c.n_exc, c.side_exc, c.side_inh, dim),
+                      c.n_exc)
+    fourier = MeanFieldFit(u, phi, c.n_exc, c.side_exc, c.side_inh, dim).loss(g, d)
+    assert float(fourier) == pytest.approx(float(direct), rel=1e-10)
+
+
+# ------------------------------------------------------------------ slow: 2D reproductions
+def _sweep(experiment: str, tmp_path, extra: list[str]) -> pd.DataFrame:
+    from conftest import run_cli
+    from runner.report import load_results
+
+    proc = run_cli(["-m", f"experiment={experiment}", f"paths.log_dir={tmp_path}",
+                    f"paths.data_dir={tmp_path / 'data'}", "progress_bar=false", *extra],
+                   cwd=tmp_path, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = load_results(next((tmp_path / "multirun" / "ei_network").iterdir()))
+    assert all(r["status"] == "completed" for r in results)
+    return summarize(results)
+
+
+@pytest.fixture(scope="module")
+def presets_2d(tmp_path_factory):
+    """The six presets in 2D at the CPU size (N_E = 2,500, ranges ×4), seed 0 (~10 min)."""
+    return _sweep("ei_network/regimes", tmp_path_factory.mktemp("regimes"), ["seed=0"])
+
+
+@pytest.mark.slow
+def test_six_presets_agree_in_2d(presets_2d):
+    table = presets_2d
+    assert len(table) == 6 and set(table["predicted"]) == set(PRESETS)
+    assert table["match"].all(), table[["preset", "predicted", "observed"]]
+    assert (table["R_rel_error"] < 0.05).all()
+    assert (table["top_outlier_dist"] < 0.1).all()       # λ* itself
+    osc = table[table["predicted"].isin(["global_osc", "wave"])]
+    assert ((osc["f_obs"] - osc["f_pred"]).abs() / osc["f_pred"] < 0.1).all()
+    pat = table[table["predicted"].isin(["bump", "wave"])]
+    assert ((pat["n_obs"] - pat["n_pred"]).abs() < 1e-6).all()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="finding: in 2D at N_E = 2,500 (seed 0) the worst-matched"
+                   " copies of degenerate outliers sit 0.12 (bump) and 0.19 (wave) from λ±(n)")
+def test_every_outlier_matched_within_0_1_in_2d(presets_2d):
+    assert (presets_2d["outlier_max_dist"] < 0.1).all()
+
+
+@pytest.mark.slow
+def test_coarse_phase_grid_agrees_at_least_80_percent(tmp_path):
+    table = _sweep("ei_network/phase_coarse", tmp_path, [])
+    assert len(table) == 49
+    assert table["match"].mean() >= 0.8, table[~table["match"]]
