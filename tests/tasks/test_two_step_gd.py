@@ -219,8 +219,9 @@ def test_spectral_matrices_over_the_two_steps(tmp_path):
     pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                enable_progress_bar=False, enable_model_summary=False).fit(module, data)
     assert set(module.spectral_matrices()) == {"W0", "W1", "dW1", "F0", "F1"}
-    mats = module.spectral_matrices()
+    mats = {k: v["matrix"] for k, v in module.spectral_matrices().items()}
     assert torch.allclose(mats["dW1"], mats["W1"] - mats["W0"])
+    assert all(v["kind"] == "singular_values" for v in module.spectral_matrices().values())
 
 
 def test_one_step_outlier_and_the_count_at_0_20_0_45(make_cfg, tmp_path):
