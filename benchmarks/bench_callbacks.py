@@ -38,7 +38,8 @@ class TinyGPT(pl.LightningModule):
 
         torch.manual_seed(0)
         config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=vocab, n_positions=context)
-        self.model = GPT2LMHeadModel(config)
+        # eager attention: the Hessian probe needs double backward, which SDPA lacks on CPU
+        self.model = GPT2LMHeadModel(config, attn_implementation="eager")
         self.loss_fn = lambda logits, y: torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         )

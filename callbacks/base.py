@@ -151,8 +151,8 @@ class SpectralCallback(pl.Callback):
         except ValueError as err:  # non-finite input or an ill-posed matrix: warn, keep training
             self.warn_once(f"value:{err}", f"spectra/{self.probe} skipped step {step}: {err}")
             return
-        except NotImplementedError as err:
-            self.disable(str(err))
+        except (NotImplementedError, RuntimeError) as err:  # e.g. no double backward for an op
+            self.disable(f"{type(err).__name__}: {str(err).splitlines()[0]}")
             return
         finally:
             _restore_modes(modes)

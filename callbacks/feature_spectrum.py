@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytorch_lightning as pl
@@ -32,15 +33,17 @@ class FeatureSpectrum(SpectralCallback):
     (Σλ)²/Σλ², top-eigenvalue share λ₁/Σλ and the power-law decay alpha_req.
 
     `layer_filter` is a regex on module names (default: every Linear/Conv layer); layers whose
-    feature dimension exceeds `max_dim` are skipped.
+    feature dimension exceeds `max_dim` are skipped; sequence outputs contribute a fixed,
+    evenly strided subsample of at most `max_rows` token rows.
     """
 
     probe = "features"
 
-    def __init__(self, n_probe: int = 256, max_dim: int = 2048, batch_size: int = 256,
-                 **kwargs) -> None:
+    def __init__(self, n_probe: int = 64, max_dim: int = 2048, batch_size: int = 256,
+                 max_rows: int = 4096, **kwargs) -> None:
         super().__init__(**kwargs)
         self.n_probe, self.max_dim, self.batch_size = n_probe, max_dim, batch_size
+        self.max_rows = max_rows
         self.inputs: torch.Tensor | None = None
 
     def layers(self, pl_module: pl.LightningModule) -> list[tuple[str, nn.Module]]:
@@ -66,15 +69,18 @@ class FeatureSpectrum(SpectralCallback):
                 feats = flatten_features(output, module)
                 if feats.shape[1] > self.max_dim:
                     return
+                stride = math.ceil(feats.shape[0] * len(chunks) / self.max_rows)
+                feats = feats[:: max(1, stride)]  # a fixed subsample of at most max_rows rows
                 if name not in covs:
                     covs[name] = StreamingCovariance(feats.shape[1], name=name)
                 covs[name].update(feats)
             return hook
 
+        chunks = torch.split(self.inputs, self.batch_size)
         handles = [m.register_forward_hook(hook_for(n)) for n, m in layers]
         pl_module.eval()
         try:
-            for chunk in torch.split(self.inputs, self.batch_size):
+            for chunk in chunks:
                 pl_module(chunk)
         finally:
             for h in handles:
