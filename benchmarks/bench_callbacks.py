@@ -37,9 +37,10 @@ class TinyGPT(pl.LightningModule):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
-        config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=vocab, n_positions=context)
         # eager attention: the Hessian probe needs double backward, which SDPA lacks on CPU
-        self.model = GPT2LMHeadModel(config, attn_implementation="eager")
+        config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=vocab, n_positions=context,
+                            bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+        self.model = GPT2LMHeadModel(config)
         self.loss_fn = lambda logits, y: torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         )
