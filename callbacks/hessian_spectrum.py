@@ -17,7 +17,7 @@ class HessianSpectrum(SpectralCallback):
 
     probe = "hessian"
 
-    def __init__(self, k: int = 5, n_probe: int = 256, trace_matvecs: int = 30,
+    def __init__(self, k: int = 5, n_probe: int = 32, trace_matvecs: int = 30,
                  density: bool = False, density_probes: int = 4, density_steps: int = 40,
                  tol: float = 1e-5, **kwargs) -> None:
         super().__init__(**kwargs)

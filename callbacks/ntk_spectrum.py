@@ -14,13 +14,15 @@ class NTKSpectrum(SpectralCallback):
     default; the full (n·C, n·C) kernel with `trace_outputs: false`), its trace, top-k, condition
     number, effective rank, kernel-target alignment (when the probe batch has targets), and the
     drift ‖K_t − K_0‖_F / ‖K_0‖_F from the first snapshot. `layer_filter` picks parameters by
-    name (regex), e.g. only LoRA or only one layer; `method` as in `ntk_matrix`."""
+    name (regex), e.g. only LoRA or only one layer; `method` as in `ntk_matrix`. Models with more
+    than `max_outputs` outputs per sample turn the callback off with a message."""
 
     probe = "ntk"
 
     def __init__(self, n_points: int = 32, k: int = 10, method: str = "auto",
-                 trace_outputs: bool = True, **kwargs) -> None:
+                 trace_outputs: bool = True, max_outputs: int = 100, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.max_outputs = max_outputs
         self.n_points, self.k, self.method, self.trace_outputs = (n_points, k, method,
                                                                   trace_outputs)
         self.x: torch.Tensor | None = None
@@ -29,6 +31,12 @@ class NTKSpectrum(SpectralCallback):
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.x, y = probe_inputs(trainer, pl_module, self.n_points)
+        with torch.no_grad():
+            outputs = pl_module(self.x[:1]).numel()
+        if outputs > self.max_outputs:
+            raise ValueError(f"the model has {outputs} outputs per sample (max_outputs="
+                             f"{self.max_outputs}); the NTK would be {outputs}x{outputs} per pair "
+                             "of points (for a language model, watch a smaller head)")
         self.y = y.to(torch.float64) if y is not None and y.is_floating_point() else None
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
