@@ -11,8 +11,9 @@ import datasets
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from runner.batches import RepeatedBatch
 from runner.data_cache import cached_dataset
 from tasks.ei_network.config import Config
 from tasks.ei_network.connectivity import draw_connectivity, from_coo, to_coo
@@ -58,19 +59,6 @@ def _column(ds: datasets.Dataset, key: str) -> np.ndarray:
         width = len(col[0]) if len(col) else 0
         return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
     return col.to_numpy(zero_copy_only=False)
-
-
-class RepeatedBatch(Dataset):
-    """A data set of `length` items, each the same batch."""
-
-    def __init__(self, batch: tuple[torch.Tensor, ...], length: int) -> None:
-        self.batch, self.length = batch, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        return self.batch
 
 
 class EINetworkData(pl.LightningDataModule):

@@ -12,8 +12,9 @@ import datasets
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from runner.batches import RepeatedBatch
 from runner.data_cache import cached_dataset
 from tasks.optimizer_scaling.config import Config
 
@@ -73,19 +74,6 @@ def dataset_to_problem(dataset: datasets.Dataset, n_features: int) -> dict[str, 
     out["b_hat"], out["b"] = out["b_hat"][:n], out["b"][:n]
     out["c_hat"], out["c"] = out["c_hat"][0], out["c"][0]
     return {k: v.contiguous() for k, v in out.items()}
-
-
-class RepeatedBatch(Dataset):
-    """A data set of `length` items, each the same full batch (Σ̂, b̂)."""
-
-    def __init__(self, batch: tuple[torch.Tensor, ...], length: int) -> None:
-        self.batch, self.length = batch, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        return self.batch
 
 
 class OptimizerScalingData(pl.LightningDataModule):

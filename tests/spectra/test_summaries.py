@@ -32,6 +32,8 @@ def test_effective_rank_flat_and_rank_one():
 def test_effective_rank_between_bounds(gen):
     ev = torch.rand(50, generator=gen, dtype=torch.float64)
     er = effective_rank(ev)
+    p = ev / ev.sum()
+    assert er == pytest.approx(math.exp(float(-(p * p.log()).sum())), rel=1e-12)
     assert 1 < er < 50
     assert spectral_entropy(ev) == pytest.approx(math.log(er))
 
