@@ -173,6 +173,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.interrupted:  # Lightning shuts down gracefully on Ctrl-C and returns
+            raise KeyboardInterrupt("training was interrupted (resume=auto continues it)")
         if cfg.run_test and _has_test_set(datamodule):
             trainer.test(module, datamodule=datamodule, verbose=False)
         results["metrics"] = scalar_metrics(trainer.callback_metrics)
@@ -194,6 +196,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not multirun:
             raise
     finally:
+        if results["status"] == "running":  # KeyboardInterrupt, SystemExit
+            results["status"] = "interrupted"
         results["wall_time_s"] = time.time() - start
         atomic_write_json(run_dir / "results.json", results)
         finish_wandb()

@@ -23,3 +23,14 @@ class CrashAtStep(pl.Callback):
             if self.hard_kill:  # like the OOM killer or a cluster pre-emption: no clean-up
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"simulated crash at step {trainer.global_step}")
+
+
+class InterruptAtStep(pl.Callback):
+    """Raise KeyboardInterrupt (as Ctrl-C would) once `trainer.global_step` reaches `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt

@@ -85,3 +85,15 @@ def test_rerunning_a_finished_run_keeps_its_results(make_cfg, tmp_path):
     again = run(make_cfg([*TINY_SCALING, "logger=csv"], run_dir))
     assert again["resumed_from"].endswith("last.ckpt")
     assert again["paper_metrics"] == first["paper_metrics"]
+
+
+def test_ctrl_c_is_recorded_as_interrupted(make_cfg, tmp_path):
+    run_dir = tmp_path / "ctrl_c"
+    cfg = make_cfg([*TINY_SCALING, "logger=csv", "callbacks.model_checkpoint.every_n_train_steps=2",
+                    "+callbacks.stop._target_=helpers.InterruptAtStep",
+                    "+callbacks.stop.step=4"], run_dir)
+    with pytest.raises(SystemExit):  # Lightning shuts down on Ctrl-C with exit status 1
+        run(cfg)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # resume=auto continues from it
