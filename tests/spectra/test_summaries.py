@@ -34,7 +34,7 @@ def test_effective_rank_between_bounds(gen):
     er = effective_rank(ev)
     p = ev / ev.sum()
     assert er == pytest.approx(math.exp(float(-(p * p.log()).sum())), rel=1e-12)
-    assert 1 < er < 50
+    assert er > 1 and er < ev.numel()  # strictly between rank-1 and flat
     assert spectral_entropy(ev) == pytest.approx(math.log(er))
 
 
