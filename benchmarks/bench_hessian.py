@@ -21,9 +21,8 @@ from _common import bar, header, timeit  # first: pins every library to one thre
 # isort: split
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from callbacks.spectra import hessian_eigs
+from callbacks.spectra import dense_hessian, hessian_eigs
 
 REPS = 5
 
@@ -62,17 +61,7 @@ def ours_top5(model, x, y, tol=TOL):
 
 
 def dense_top5(model, x, y) -> torch.Tensor:
-    named = list(model.named_parameters())
-    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
-
-    def loss_of(theta):
-        d, i = {}, 0
-        for n, p in named:
-            d[n] = theta[i : i + p.numel()].view_as(p)
-            i += p.numel()
-        return nn.functional.cross_entropy(functional_call(model, d, (x,)), y)
-
-    H = torch.func.hessian(loss_of)(flat)
+    H = dense_hessian(model, nn.functional.cross_entropy, (x, y))
     return torch.linalg.eigvalsh(0.5 * (H + H.T)).flip(0)[:5]
 
 

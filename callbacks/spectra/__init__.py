@@ -14,7 +14,7 @@ covariance  streaming, mergeable feature covariance
 
 from .covariance import StreamingCovariance
 from .dense import eigvals_general, eigvals_sym, gram_eigvals, singular_values
-from .hessian import hessian_eigs, hessian_matvec, hessian_trace
+from .hessian import dense_hessian, hessian_eigs, hessian_matvec, hessian_trace
 from .lanczos import LanczosResult, lanczos
 from .ntk import flatten_ntk, ntk_matrix, ntk_metrics, ntk_topk
 from .params import select_params
@@ -66,6 +66,7 @@ __all__ = [
     "circular_law_radius",
     "condition_number",
     "count_outliers",
+    "dense_hessian",
     "effective_rank",
     "eigvals_general",
     "eigvals_sym",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from .lanczos import LanczosResult, lanczos
 from .params import select_params
@@ -13,6 +14,33 @@ from .trace import TraceEstimate, hutchpp_trace
 from .validate import check_finite
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def dense_hessian(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Sequence[torch.Tensor],
+    params: Iterable[torch.Tensor] | str | None = None,
+    param_filter: str | None = None,
+) -> torch.Tensor:
+    """Return the explicit Hessian H = ∇²_θ loss_fn(model(inputs), targets), (dim, dim).
+
+    θ is chosen and flattened exactly as in :func:`hessian_matvec`; computed with
+    ``torch.func.hessian`` through ``functional_call``, so it costs O(dim²) memory: a dense
+    reference for small models (tests, benchmarks), not a diagnostic for real ones.
+    """
+    inputs, targets = batch
+    chosen = select_params(model, params, param_filter)
+    flat = torch.cat([p.detach().reshape(-1) for _, p in chosen])
+
+    def loss_of(theta: torch.Tensor) -> torch.Tensor:
+        pieces, i = {}, 0
+        for n, p in chosen:
+            pieces[n] = theta[i : i + p.numel()].view_as(p)
+            i += p.numel()
+        return loss_fn(functional_call(model, pieces, (inputs,)), targets)
+
+    return torch.func.hessian(loss_of)(flat)
 
 
 def hessian_matvec(

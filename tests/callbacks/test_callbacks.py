@@ -21,6 +21,7 @@ from callbacks import (
 )
 from callbacks.base import log_spaced
 from callbacks.sink import SpectrumSink
+from callbacks.spectra import dense_hessian
 from conftest import TINY_SCALING
 from runner import run
 from runner.csv_logger import CSVLogger
@@ -115,21 +116,7 @@ def test_every_callback_writes_npz_scalars_and_plot(tmp_path):
 def test_hessian_callback_matches_the_dense_hessian(tmp_path):
     cb = HessianSpectrum(every_n_steps=100, k=3, n_probe=64, tol=1e-10)
     _, module = fit(tmp_path, [cb], max_steps=5)
-    x, y = cb.batch
-    params = dict(module.named_parameters())
-    names = list(params)
-    flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
-
-    def loss_of(theta):
-        chunks, i = {}, 0
-        for n in names:
-            k = params[n].numel()
-            chunks[n] = theta[i:i + k].view_as(params[n])
-            i += k
-        out = torch.func.functional_call(module, chunks, (x,))
-        return module.loss_fn(out, y)
-
-    dense = torch.autograd.functional.hessian(loss_of, flat)
+    dense = dense_hessian(module, module.loss_fn, cb.batch)
     top = torch.linalg.eigvalsh(dense).flip(0)[:3]
     with np.load(tmp_path / "spectra" / "hessian.npz") as h:
         logged = h["topk"][-1]
