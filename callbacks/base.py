@@ -3,7 +3,8 @@
 A subclass sets `probe` and implements `compute(trainer, pl_module) -> (arrays, scalars)`;
 `arrays` go to `spectra/<probe>.npz` (and W&B histograms), `scalars` to every logger as
 `spectra/<probe>/<name>`. Snapshots are taken at the start of training, on the schedule, and at
-the end. The callback measures its own wall time (`spectra/<probe>/wall_ms`); when its total
+the end; with `every_n_epochs` set, at the end of every N-th training epoch instead of on the
+step schedule. The callback measures its own wall time (`spectra/<probe>/wall_ms`); when its total
 exceeds `budget_frac` of the training time (None: no budget) it doubles the spacing between snapshots and says so
 once. A matrix with NaN/Inf gives a logged warning and a skipped snapshot, never a crash.
 """
@@ -40,15 +41,19 @@ class SpectralCallback(pl.Callback):
 
     def __init__(self, every_n_steps: int = 50, schedule: str = "linear", log_factor: float = 1.5,
                  layer_filter: str | None = None, budget_frac: float | None = 0.05,
-                 histograms: bool = True, plot: bool = True) -> None:
+                 histograms: bool = True, plot: bool = True,
+                 every_n_epochs: int | None = None) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule={schedule!r} is not allowed; choose one of: "
                              + ", ".join(SCHEDULES))
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 1")
+        if every_n_epochs is not None and every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1 or null (step schedule)")
         if budget_frac is not None and not 0 < budget_frac <= 1:
             raise ValueError(f"budget_frac={budget_frac} must be in (0, 1] or null (no budget)")
         self.every_n_steps, self.schedule, self.log_factor = every_n_steps, schedule, log_factor
+        self.every_n_epochs = every_n_epochs
         self.layer_filter, self.budget_frac = layer_filter, budget_frac
         self.histograms, self.plot_at_end = histograms, plot
         self.sink: SpectrumSink | None = None
@@ -78,7 +83,7 @@ class SpectralCallback(pl.Callback):
 
     def due(self, step: int) -> bool:
         """Return whether to take a snapshot at `step` (schedule and budget spacing)."""
-        if not self.scheduled(step):
+        if self.every_n_epochs is not None or not self.scheduled(step):
             return False
         return self._last_step is None or step - self._last_step >= max(1, self._min_gap)
 
@@ -126,6 +131,14 @@ class SpectralCallback(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         self.snapshot(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        step = int(trainer.global_step)
+        spaced = self._last_step is None or step - self._last_step >= max(1, self._min_gap)
+        if spaced and self._last_step != step:
+            self.snapshot(trainer, pl_module, force=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -113,6 +113,19 @@ def test_every_callback_writes_npz_scalars_and_plot(tmp_path):
     assert cols["spectra/ntk/drift"][0] == 0.0 and cols["spectra/ntk/drift"][-1] > 0
 
 
+@pytest.mark.parametrize(("every", "steps"), [(1, [0, 4, 8, 12]), (2, [0, 8, 12])])
+def test_epoch_schedule_snapshots_at_epoch_ends(tmp_path, every, steps):
+    # 64 samples in batches of 16: an epoch is 4 steps; the last step is always recorded
+    fit(tmp_path, [FeatureSpectrum(every_n_steps=1, every_n_epochs=every, budget_frac=None)])
+    with np.load(tmp_path / "spectra" / "features.npz") as f:
+        assert list(f["net.0__steps"]) == steps
+
+
+def test_epoch_schedule_rejects_zero():
+    with pytest.raises(ValueError, match="every_n_epochs=0 must be >= 1"):
+        FeatureSpectrum(every_n_epochs=0)
+
+
 def test_hessian_callback_matches_the_dense_hessian(tmp_path):
     cb = HessianSpectrum(every_n_steps=100, k=3, n_probe=64, tol=1e-10)
     _, module = fit(tmp_path, [cb], max_steps=5)
