@@ -23,6 +23,7 @@ from .summaries import effective_rank
 from .validate import check_choice, check_finite, check_matrix
 
 NTK_METHODS = ("auto", "structured", "jacobian")
+STRUCTURED_TYPES = (nn.Linear, nn.Conv2d)
 
 
 class _NotStructured(Exception):
@@ -49,8 +50,13 @@ def _owners(model: nn.Module, chosen: list[tuple[str, torch.Tensor]]):
             if id(p) not in ids:
                 continue
             seen[id(p)] = seen.get(id(p), 0) + 1
-            if not isinstance(mod, nn.Linear) or pname not in ("weight", "bias"):
-                raise _NotStructured(f"parameter {pname} of {type(mod).__name__} is not nn.Linear")
+            if not isinstance(mod, STRUCTURED_TYPES) or pname not in ("weight", "bias"):
+                raise _NotStructured(
+                    f"parameter {pname} of {type(mod).__name__} is not nn.Linear or nn.Conv2d")
+            if isinstance(mod, nn.Conv2d) and (
+                    mod.groups != 1 or mod.padding_mode != "zeros" or mod.padding == "same"):
+                raise _NotStructured("structured NTK needs Conv2d with groups=1 and zero "
+                                     "padding given as numbers")
             flags = owners.setdefault(mod, [False, False])
             flags[0 if pname == "weight" else 1] = True
     if any(c > 1 for c in seen.values()):
@@ -61,7 +67,9 @@ def _owners(model: nn.Module, chosen: list[tuple[str, torch.Tensor]]):
 def _ntk_structured(
     model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, torch.Tensor]], trace_outputs: bool
 ) -> torch.Tensor:
-    """K = Σ_l (Δ_l Δ_lᵀ) ∘ ([W_l] a_{l−1} a_{l−1}ᵀ + [b_l] 11ᵀ), Δ_l = ∂f/∂z_l per sample."""
+    """K = Σ_l (Δ_l Δ_lᵀ) ∘ ([W_l] a_{l−1} a_{l−1}ᵀ + [b_l] 11ᵀ), Δ_l = ∂f/∂z_l per sample, for
+    Linear layers; Conv2d layers add the Gram matrix of their per-sample gradients
+    (:func:`_conv_kernel`)."""
     owners = _owners(model, chosen)
     n = x.shape[0]
     captured: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -70,8 +78,10 @@ def _ntk_structured(
         if mod in captured:
             raise _NotStructured(f"{type(mod).__name__} is called more than once per forward")
         a = inp[0]
-        if a.dim() != 2 or a.shape[0] != n or out.dim() != 2:
+        if isinstance(mod, nn.Linear) and (a.dim() != 2 or a.shape[0] != n or out.dim() != 2):
             raise _NotStructured("structured NTK needs every Linear input of shape (n, features)")
+        if isinstance(mod, nn.Conv2d) and (a.dim() != 4 or a.shape[0] != n):
+            raise _NotStructured("structured NTK needs every Conv2d input of shape (n, c, h, w)")
         captured[mod] = (a.detach(), out)
         return out.clone()  # later in-place ops must not rewrite the captured pre-activation
 
@@ -114,9 +124,12 @@ def _ntk_structured(
     for m, D in zip(mods, deltas, strict=True):
         if D is None:
             continue
-        D = D.detach()  # (C, n, d_out)
+        D = D.detach()  # (C, n, d_out) for Linear, (C, n, c_out, h_out, w_out) for Conv2d
         use_w, use_b = owners[m]
         a = captured[m][0].to(dt)
+        if isinstance(m, nn.Conv2d):
+            K += _conv_kernel(m, a, D.to(dt), use_w, use_b, trace_outputs)
+            continue
         A = (a @ a.T) if use_w else torch.zeros(n, n, dtype=dt, device=a.device)
         if use_b:
             A = A + 1.0
@@ -128,6 +141,56 @@ def _ntk_structured(
             G = (Df @ Df.T).reshape(C, n, C, n).permute(1, 3, 0, 2)
             K += G * A[:, :, None, None]
     return K
+
+
+def _conv_kernel(conv: nn.Conv2d, a: torch.Tensor, D: torch.Tensor, use_w: bool, use_b: bool,
+                 trace_outputs: bool) -> torch.Tensor:
+    """One Conv2d layer's NTK term from its per-sample gradients.
+
+    With U_i = unfold(a_i) (patches, (c_in·k_h·k_w, P)) and Δ_{c,i} = ∂f_c(x_i)/∂z (c_out, P):
+    ∂f_c(x_i)/∂W = Δ_{c,i} U_iᵀ and ∂f_c(x_i)/∂b = Δ_{c,i} 1, so the term is the Gram matrix
+    K[i, j, c, e] = ⟨Δ_{c,i}U_iᵀ, Δ_{e,j}U_jᵀ⟩ + ⟨Δ_{c,i}1, Δ_{e,j}1⟩ (no Jacobian of the other
+    layers is formed).
+    """
+    C, n = D.shape[0], D.shape[1]
+    D = D.reshape(C, n, D.shape[2], -1)  # (C, n, c_out, P)
+    K = None
+    if use_w:
+        U = torch.nn.functional.unfold(a, conv.kernel_size, dilation=conv.dilation,
+                                       padding=conv.padding, stride=conv.stride)  # (n, ckk, P)
+        # per-sample weight gradients Δ_{c,i} U_iᵀ as one batched matmul over the samples
+        o, P = D.shape[2], D.shape[3]
+        Gw = torch.bmm(D.transpose(0, 1).reshape(n, C * o, P), U.transpose(1, 2))  # (n, C·o, ckk)
+        K = _output_gram(Gw.reshape(n, C, -1).transpose(0, 1), trace_outputs)
+    if use_b:
+        Kb = _output_gram(D.sum(dim=3), trace_outputs)
+        K = Kb if K is None else K + Kb
+    assert K is not None
+    return K
+
+
+def _output_gram(G: torch.Tensor, trace_outputs: bool) -> torch.Tensor:
+    """Return the kernel of per-sample gradients G (C, n, F): Σ_c G_c G_cᵀ (n, n) when
+    `trace_outputs`, else K[i, j, c, e] = ⟨G[c, i], G[e, j]⟩ (n, n, C, C)."""
+    C, n = G.shape[0], G.shape[1]
+    if trace_outputs:
+        return torch.einsum("cif,cjf->ij", G, G)
+    return symmetric_gram(G.reshape(C * n, -1)).reshape(C, n, C, n).permute(1, 3, 0, 2)
+
+
+def symmetric_gram(G: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """Return G Gᵀ, computing only the blocks on and above the diagonal (about half the work of
+    one matmul for many rows) and mirroring the rest."""
+    rows = G.shape[0]
+    if rows <= 2 * block:
+        return G @ G.T
+    out = torch.empty(rows, rows, dtype=G.dtype, device=G.device)
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        upper = G[start:stop] @ G[start:].T  # (b, rows - start)
+        out[start:stop, start:] = upper
+        out[stop:, start:stop] = upper[:, stop - start:].T
+    return out
 
 
 def _ntk_jacobian(
@@ -174,7 +237,9 @@ def ntk_matrix(
     θ: ``params`` / ``param_filter`` (regex on parameter names), default all trainable.
     method: "structured" — exact per-layer identity K = Σ_l (Δ_l Δ_lᵀ) ∘ (a_{l−1}a_{l−1}ᵀ + 1[bias])
     from one forward pass (activations a) and one batched backward (Δ_l = ∂f/∂z_l) when every
-    parameter in scope belongs to an nn.Linear called once on (n, features) inputs; "jacobian" —
+    parameter in scope belongs to an nn.Linear called once on (n, features) inputs or an
+    nn.Conv2d (groups 1, zero padding; its term is the Gram matrix of per-sample gradients
+    Δ_l unfold(a_{l−1})ᵀ, formed per layer); "jacobian" —
     J Jᵀ from torch.func vmap(jacrev) (any model; memory n·C·#θ); "auto" — structured when it
     applies, else jacobian. Returned in the parameters' dtype.
     """

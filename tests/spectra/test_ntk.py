@@ -83,6 +83,45 @@ def test_cnn_uses_jacobian_and_structured_refuses(gen):
     )
 
 
+class ConvNet(nn.Module):
+    """Two convolutions (stride, padding, dilation, one without bias) and a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.c2 = nn.Conv2d(4, 3, (2, 3), dilation=(1, 2), bias=False)
+        self.head = nn.Linear(3 * 3 * 2, 3)  # 8x12 input -> 4x6 -> 3x2
+
+    def forward(self, x):
+        h = torch.tanh(self.c2(torch.tanh(self.c1(x))))
+        return self.head(h.flatten(1))
+
+
+def test_structured_conv_matches_the_explicit_jacobian(gen):
+    model = ConvNet().double()
+    x = torch.randn(5, 2, 8, 12, generator=gen, dtype=torch.float64)
+    ref = explicit_ntk(model, x)
+    K = ntk_matrix(model, x, method="structured")
+    assert K.shape == (5, 5, 3, 3)
+    torch.testing.assert_close(K, ref, rtol=1e-10, atol=1e-10)
+    Kt = ntk_matrix(model, x, method="structured", trace_outputs=True)
+    torch.testing.assert_close(Kt, torch.einsum("ijcc->ij", ref), rtol=1e-10, atol=1e-10)
+    K_c2 = ntk_matrix(model, x, method="structured", param_filter=r"^c2\.")
+    torch.testing.assert_close(K_c2, explicit_ntk(model, x, names={"c2.weight"}),
+                               rtol=1e-10, atol=1e-10)
+    K_b = ntk_matrix(model, x, method="structured", param_filter=r"^c1\.bias")
+    torch.testing.assert_close(K_b, explicit_ntk(model, x, names={"c1.bias"}),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_structured_refuses_grouped_conv(gen):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(16, 2)).double()
+    x = torch.randn(3, 2, 4, 4, generator=gen, dtype=torch.float64)
+    with pytest.raises(ValueError, match="groups=1"):
+        ntk_matrix(model, x, method="structured")
+    torch.testing.assert_close(ntk_matrix(model, x), explicit_ntk(model, x), rtol=1e-10, atol=1e-10)
+
+
 def test_structured_refuses_reused_layer(gen):
     lin = nn.Linear(4, 4).double()
     model = nn.Sequential(lin, nn.Tanh(), lin)
