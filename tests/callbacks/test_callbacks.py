@@ -231,3 +231,12 @@ def test_spectra_callbacks_on_the_optimizer_scaling_task(make_cfg, tmp_path):
     assert hists and hists[-1]["spectra/matrices/sigma_hat/histogram/_type"] == "histogram"
     assert sum(hists[-1]["spectra/matrices/sigma_hat/histogram/values"]) == 32
     assert (run_dir / "plots" / "matrices.png").is_file()
+
+
+def test_plots_draw_at_most_max_lines_steps_with_first_and_last():
+    from callbacks.plots import shown_steps
+
+    picked = shown_steps(100, 16)
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 99
+    assert picked == sorted(set(picked))
+    assert shown_steps(5, 16) == [0, 1, 2, 3, 4]
