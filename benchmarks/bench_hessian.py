@@ -4,9 +4,11 @@ Speed: a ~200k-parameter MLP (128-512-256-10, float32, batch 512, cross-entropy)
 end to end (gradient graph + eigenvalues), same thread. Accuracy: a 2.5k-parameter MLP in
 float64 against the eigenvalues of its dense Hessian (torch.func.hessian + eigvalsh).
 Targets: >= 2x faster; relative error <= 1e-4 and closer to the exact eigenvalues than PyHessian.
-Both run at tolerance 1e-3 (PyHessian's default): for PyHessian the relative change between
-power iterations, for us the residual ‖Hy − θy‖ ≤ 1e-3·|θ| of each Ritz pair, a bound on the
-eigenvalue error that in practice gives ~residual²/gap.
+Both run at tolerance 1e-3 (PyHessian's default). PyHessian's is an eigenvalue tolerance (the
+relative change between power iterations). Ours is timed twice: with ``bound="gap"`` — also an
+eigenvalue tolerance, the a-posteriori bound residual²/gap ≤ 1e-3·|θ| — which is the like-for-like
+comparison and carries the speed bar, and with the callbacks' default ``bound="residual"``
+(‖Hy − θy‖ ≤ 1e-3·|θ|, a tolerance on the vectors, much stricter on the eigenvalues).
 PyHessian 0.1 runs unpatched on this torch; the only change here is a counting wrapper around
 its hessian_vector_product (to report how many products it used).
 """
@@ -55,9 +57,9 @@ def pyhessian_top5(model, x, y, counter=None):
 TOL = 1e-3  # PyHessian's default tolerance; ours is a residual bound (eigenvalue error <= it)
 
 
-def ours_top5(model, x, y, tol=TOL):
-    res = hessian_eigs(model, nn.functional.cross_entropy, (x, y), k=5, which="LA", tol=tol)
-    return res
+def ours_top5(model, x, y, tol=TOL, bound="residual"):
+    return hessian_eigs(model, nn.functional.cross_entropy, (x, y), k=5, which="LA", tol=tol,
+                        bound=bound)
 
 
 def dense_top5(model, x, y) -> torch.Tensor:
@@ -98,24 +100,29 @@ def main() -> None:
     ph_hvps = counter["n"]
     t_ph, ev_ph = timeit(lambda: pyhessian_top5(big, x, y), reps=REPS)
     t_us, res = timeit(lambda: ours_top5(big, x, y), reps=REPS)
+    t_gap, res_gap = timeit(lambda: ours_top5(big, x, y, bound="gap"), reps=REPS)
     ev_us = res.eigenvalues.tolist()
     print(f"  pyhessian : {t_ph:.3f}s  ({ph_hvps} Hessian-vector products)  top5 {fmt(ev_ph)}")
-    print(
-        f"  ours      : {t_us:.3f}s  ({res.n_matvecs} Hessian-vector products, converged "
-        f"{res.converged.tolist()})  top5 {fmt(ev_us)}"
-    )
-    ratio = t_ph / t_us
+    for label, t, r in (("ours (gap)", t_gap, res_gap), ("ours (res.)", t_us, res)):
+        print(
+            f"  {label:<11}: {t:.3f}s  ({r.n_matvecs} Hessian-vector products, converged "
+            f"{r.converged.tolist()})  top5 {fmt(r.eigenvalues.tolist())}"
+        )
+    ratio, ratio_res = t_ph / t_gap, t_ph / t_us
     gap = max(abs(a - b) / abs(b) for a, b in zip(ev_ph, ev_us, strict=True))
-    print(f"  speed-up {ratio:.2f}x; max relative gap between the two: {gap:.2e}")
-    results.append(bar("speed >= 2x (both at tolerance 1e-3)", ratio >= 2.0, f"{ratio:.2f}x"))
+    print(f"  speed-up {ratio:.2f}x (gap bound), {ratio_res:.2f}x (residual bound); max relative "
+          f"gap between pyhessian and ours: {gap:.2e}")
+    results.append(bar("speed >= 2x (both at eigenvalue tolerance 1e-3)", ratio >= 2.0,
+                       f"{ratio:.2f}x"))
     ref = ours_top5(big, x, y, tol=1e-7).eigenvalues
     t_lo, res_lo = timeit(lambda: ours_top5(big, x, y, tol=1e-2), reps=REPS)
     err_lo = ((res_lo.eigenvalues - ref).abs() / ref).max().item()
     err_ph_big = max(abs(a - b) / b for a, b in zip(ev_ph, ref.tolist(), strict=True))
     err_us_big = ((res.eigenvalues - ref).abs() / ref).max().item()
+    err_gap_big = ((res_gap.eigenvalues - ref).abs() / ref).max().item()
     print(
         f"  errors vs a tol=1e-7 Lanczos reference: pyhessian {err_ph_big:.1e}, "
-        f"ours(1e-3) {err_us_big:.1e}"
+        f"ours gap bound {err_gap_big:.1e}, ours residual bound {err_us_big:.1e}"
     )
     print(
         f"  (info) ours at tol=1e-2: {t_lo:.3f}s, {res_lo.n_matvecs} products, error "
@@ -130,19 +137,20 @@ def main() -> None:
     print(f"\n--- accuracy: MLP 16-48-32-4, {n_small} parameters, float64, dense reference ---")
     exact = dense_top5(small, xs, ys)
     ev_ph = torch.tensor(pyhessian_top5(small, xs, ys), dtype=torch.float64)
-    res = ours_top5(small, xs, ys)
     err_ph = ((ev_ph - exact).abs() / exact.abs()).max().item()
-    err_us = ((res.eigenvalues - exact).abs() / exact.abs()).max().item()
     print(f"  exact     : {fmt(exact.tolist())}")
     print(f"  pyhessian : {fmt(ev_ph.tolist())}  max rel err {err_ph:.2e}")
-    print(
-        f"  ours      : {fmt(res.eigenvalues.tolist())}  max rel err {err_us:.2e} "
-        f"({res.n_matvecs} products, converged {res.converged.tolist()})"
-    )
-    results.append(bar("relative error <= 1e-4", err_us <= 1e-4, f"{err_us:.2e}"))
-    results.append(
-        bar("closer to exact than pyhessian", err_us < err_ph, f"{err_us:.2e} vs {err_ph:.2e}")
-    )
+    for bound in ("gap", "residual"):
+        res = ours_top5(small, xs, ys, bound=bound)
+        err_us = ((res.eigenvalues - exact).abs() / exact.abs()).max().item()
+        print(
+            f"  ours ({bound[:3]}.): {fmt(res.eigenvalues.tolist())}  max rel err {err_us:.2e} "
+            f"({res.n_matvecs} products, converged {res.converged.tolist()})"
+        )
+        results.append(bar(f"relative error <= 1e-4 ({bound} bound)", err_us <= 1e-4,
+                           f"{err_us:.2e}"))
+        results.append(bar(f"closer to exact than pyhessian ({bound} bound)", err_us < err_ph,
+                           f"{err_us:.2e} vs {err_ph:.2e}"))
     ph_mod.hessian_vector_product = orig_hvp
     print(f"\nB2: {sum(results)}/{len(results)} targets met")
 

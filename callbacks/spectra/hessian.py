@@ -110,8 +110,10 @@ def hessian_eigs(
     seed: int | None = 0,
     return_vectors: bool = False,
     block_size: int = 1,
+    bound: str = "residual",
 ) -> LanczosResult:
-    """k extreme Hessian eigenvalues (Lanczos on :func:`hessian_matvec`).
+    """k extreme Hessian eigenvalues (Lanczos on :func:`hessian_matvec`; ``bound`` as in
+    :func:`lanczos`: "residual" or the eigenvalue tolerance "gap").
 
     The Krylov basis is kept in the parameters' dtype (float32 products are no more accurate
     than a float32 basis, and it halves the re-orthogonalisation traffic); T is float64.
@@ -135,6 +137,7 @@ def hessian_eigs(
         seed=seed,
         return_vectors=return_vectors,
         name="hessian",
+        bound=bound,
     )
 
 

@@ -6,7 +6,11 @@ vector (DGKS), so Ritz values do not produce ghost copies. A Ritz pair (θ, y = 
 *converged* when its residual ‖A y − θ y‖ = ‖R s_last‖ (R the coupling to the next block,
 s_last the last block of s) is ≤ tol · max(|θ|, 1e-8 · max_j |θ_j|); since the eigenvalue error
 is at most the residual (and about residual²/gap), converged values are accurate to ≤ tol
-relative. Iteration stops once the k wanted Ritz values are all converged, the Krylov space is
+relative. With ``bound="gap"`` a pair also counts as converged when the gap bound
+residual²/gap ≤ tol · |θ| holds (gap: the distance from θ to the nearest other Ritz value), the
+usual a-posteriori bound on the eigenvalue error of an isolated Ritz value (Parlett, *The
+Symmetric Eigenvalue Problem*, §11.7): a tolerance on the eigenvalues rather than on the vectors.
+Iteration stops once the k wanted Ritz values are all converged, the Krylov space is
 exhausted (basis size = dim: exact), or the basis reaches ``max_iter`` vectors. An invariant
 subspace is continued with fresh random vectors orthogonal to the basis. A single start vector
 (block_size=1) sees one copy of an exactly repeated eigenvalue (more appear only through
@@ -24,6 +28,7 @@ import torch
 from .validate import check_choice, check_finite
 
 WHICH = ("LA", "SA", "LM")
+BOUNDS = ("residual", "gap")
 
 
 class LanczosResult(NamedTuple):
@@ -32,7 +37,7 @@ class LanczosResult(NamedTuple):
     eigenvalues: (
         torch.Tensor
     )  # (k,) float64; descending for LA/LM (by |λ| for LM), ascending for SA
-    converged: torch.Tensor  # (k,) bool, residual-based
+    converged: torch.Tensor  # (k,) bool, by the residual (or gap) bound
     n_matvecs: int  # number of operator applications
     eigenvectors: torch.Tensor | None = None  # (dim, k) Ritz vectors when asked for
 
@@ -52,6 +57,13 @@ def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
     if which == "SA":
         return torch.argsort(theta)[:k]
     return torch.argsort(theta.abs(), descending=True)[:k]
+
+
+def _ritz_gaps(theta: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Return, for each selected Ritz value, the distance to the nearest other Ritz value."""
+    diff = (theta[sel, None] - theta[None, :]).abs()
+    diff[torch.arange(sel.numel()), sel] = float("inf")
+    return diff.min(dim=1).values
 
 
 def _gs_rows(W: torch.Tensor, B: torch.Tensor, thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,16 +124,19 @@ def lanczos(
     block_size: int = 1,
     return_vectors: bool = False,
     name: str = "operator",
+    bound: str = "residual",
 ) -> LanczosResult:
     """k extreme eigenvalues of the symmetric operator ``matvec`` on R^dim by (block) Lanczos.
 
     Returns :class:`LanczosResult`: the Ritz values θ_i of T = QᵀAQ (float64) — descending for
     which="LA" (largest algebraic), ascending for "SA" (smallest algebraic), descending |θ| for
     "LM" —, residual-based converged flags ‖A y_i − θ_i y_i‖ ≤ tol·max(|θ_i|, 1e-8‖T‖), and the
-    number of matvecs. ``max_iter`` bounds the basis size (default min(dim, max(20k + 40, 100)),
+    number of matvecs. ``bound="gap"`` also accepts residual²/gap ≤ tol·|θ_i| (an eigenvalue
+    tolerance; see the module docstring). ``max_iter`` bounds the basis size (default min(dim, max(20k + 40, 100)),
     times block_size), hence memory dim × max_iter in ``dtype`` (the basis dtype; T is float64).
     """
     check_choice(which, WHICH, "which")
+    check_choice(bound, BOUNDS, "bound")
     dim, k, p = int(dim), int(k), int(block_size)
     if dim < 1 or k < 1 or k > dim:
         raise ValueError(f"lanczos needs 1 <= k <= dim, got k={k}, dim={dim}")
@@ -189,6 +204,8 @@ def lanczos(
         resid = torch.linalg.vector_norm(R @ s[s0:m, sel], dim=0) if R.shape[0] else theta[sel] * 0
         thr = tol * torch.clamp(theta[sel].abs(), min=1e-8 * max(scale, 1e-300))
         conv = resid <= thr
+        if bound == "gap" and m > 1:
+            conv = conv | (resid**2 <= thr * _ritz_gaps(theta, sel))
         if m == dim:
             conv = torch.ones_like(conv)
             break

@@ -92,3 +92,15 @@ def test_block_lanczos_finds_exact_multiplicity(gen):
     torch.testing.assert_close(res.eigenvalues, expected, rtol=1e-8, atol=0)
     sa = lanczos(lambda v: A @ v, d.numel(), k=3, which="SA", block_size=2, tol=1e-8, seed=0)
     torch.testing.assert_close(sa.eigenvalues, torch.sort(d).values[:3], rtol=1e-6, atol=1e-9)
+
+
+def test_gap_bound_stops_earlier_and_keeps_the_eigenvalue_tolerance(gen):
+    A = sym_with_spectrum(spectrum(gen), gen)
+    ref = torch.linalg.eigvalsh(A).flip(0)[:5]
+    strict = lanczos(lambda v: A @ v, 300, k=5, which="LA", tol=1e-4, seed=3)
+    gap = lanczos(lambda v: A @ v, 300, k=5, which="LA", tol=1e-4, seed=3, bound="gap")
+    assert strict.converged.all() and gap.converged.all()
+    assert gap.n_matvecs < strict.n_matvecs
+    assert ((gap.eigenvalues - ref).abs() / ref).max() <= 1e-4
+    with pytest.raises(ValueError, match="bound='vectors' is not allowed"):
+        lanczos(lambda v: A @ v, 300, k=5, bound="vectors")
