@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+RELATIVE_FLOOR = 1e-12  # real spectra are drawn down to this fraction of their largest value
+
 
 def shown_steps(n_steps: int, max_lines: int) -> list[int]:
     """Return at most `max_lines` indices into `n_steps` logged steps, evenly spread, always
@@ -43,18 +45,24 @@ def plot_probe(history: dict[str, tuple[list[int], list[np.ndarray]]], out: Path
         if any(np.iscomplexobj(s) and np.abs(s.imag).max(initial=0) > 0 for s in spectra):
             _complex_panel(ax, steps, spectra, ref)
         else:
+            low, high = np.inf, 0.0
             for i in shown_steps(len(steps), max_lines):
                 vals = np.sort(np.abs(np.real(spectra[i])))[::-1]
-                vals = vals[vals > 0]
+                # below 1e-12·max a float64 eigenvalue is rounding noise (a rank-deficient
+                # covariance would otherwise stretch the axis over 80 decades)
+                vals = vals[vals > RELATIVE_FLOOR * vals.max(initial=0.0)]
                 if vals.size:
+                    low, high = min(low, vals[-1]), max(high, vals[0])
                     colour = cmap(i / max(1, len(steps) - 1))
                     ax.loglog(np.arange(1, vals.size + 1), vals, color=colour, lw=1,
                               label=f"step {steps[i]}" if i in (0, len(steps) - 1) else None)
             if "edge" in ref:
                 ax.axhline(ref["edge"], color="red", ls="--", lw=1, label="bulk edge")
-            # log-axis minor ticks were most of the drawing time (seconds for 12 panels)
+            # log-axis minor ticks were most of the drawing time (seconds for 12 panels); the
+            # y axis keeps them when the values span under two decades (else no label shows)
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.yaxis.set_minor_locator(NullLocator())
+            if high <= 0 or high / low > 100:
+                ax.yaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("rank k")
             ax.set_ylabel("|λ_k|")
             ax.legend(fontsize=7, loc="upper right")
