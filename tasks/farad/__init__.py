@@ -1,0 +1,1 @@
+"""farad: Fourier-cloud references for debiasing imbalanced semi-supervised learning."""
