@@ -1,0 +1,1 @@
+"""spectral_ssl: spectral regularisation against spurious features in SimCLR and SimSiam."""
