@@ -18,7 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from callbacks.spectra import StreamingCovariance, effective_rank, participation_ratio
+from callbacks.spectra import StreamingCovariance, spectrum_summary
 from tasks.spectral_ssl import benchmark, probes
 from tasks.spectral_ssl.augment import augment
 from tasks.spectral_ssl.config import Config
@@ -35,10 +35,11 @@ def spectrum_stats(features: torch.Tensor, name: str) -> tuple[torch.Tensor, dic
     top_eig_share = λ1/Σλ}) of a feature batch, float64 (callbacks.spectra)."""
     evals = StreamingCovariance(features.shape[1], name=name).update(features).eigenvalues()
     evals = torch.sort(evals.clamp(min=0.0), descending=True).values
-    total = float(evals.sum())
-    return evals, {"effective_rank": effective_rank(evals, name=name),
-                   "participation_ratio": participation_ratio(evals, name=name),
-                   "top_eig_share": float(evals[0]) / total if total > 0 else 0.0}
+    summary = spectrum_summary(evals, name=name)
+    total = summary["trace"]
+    return evals, {"effective_rank": summary["effective_rank"],
+                   "participation_ratio": summary["participation_ratio"],
+                   "top_eig_share": summary["top1"] / total if total > 0 else 0.0}
 
 
 class SpectralSSLModule(pl.LightningModule):

@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from callbacks.spectra import StreamingCovariance
+
 
 def scaler(train: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Return (mean, scale) fitted on `train`: scale = sqrt(mean variance) (`global`) or the
@@ -59,11 +61,10 @@ def accuracy_summary(pred: np.ndarray, y: np.ndarray, a: np.ndarray, n_classes: 
 
 def top_directions(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (mean, top-k eigenvectors (d, k) of the float64 feature covariance, descending)."""
-    f = features.to(torch.float64)
-    mean = f.mean(dim=0)
-    fc = f - mean
-    _, vecs = torch.linalg.eigh(fc.T @ fc / max(1, f.shape[0] - 1))
-    return mean, vecs[:, -k:].flip(-1)
+    cov = StreamingCovariance(features.shape[1], device=features.device, name="features")
+    cov.update(features)
+    _, vecs = torch.linalg.eigh(cov.covariance())
+    return cov.mean, vecs[:, -k:].flip(-1)
 
 
 def correlation_ratio(score: torch.Tensor, labels: torch.Tensor) -> float:
