@@ -40,21 +40,32 @@ _CHUNK_ELEMS = 1 << 22  # entries of the (candidates × values) D matrix built a
 
 
 def _ks_rows(logx: torch.Tensor, idx: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-    """KS distances D_i for candidate indices ``idx`` (with exponents ``alphas``)."""
+    """KS distances D_i for ascending candidate indices ``idx`` (with exponents ``alphas``).
+
+    D_i = max_{j≥i} |(n_i − (j − i))/n_i − exp((1 − α_i)(log x_j − log x_i))|, evaluated in row
+    blocks that span only the columns j ≥ (the block's first i), so about half the triangle of
+    the (candidates × values) matrix is never formed; in-place operations on one buffer.
+    """
     n_total = logx.numel()
-    j = torch.arange(n_total, device=logx.device)
-    out = torch.empty(idx.numel(), dtype=logx.dtype, device=logx.device)
-    rows = max(1, _CHUNK_ELEMS // max(n_total, 1))
+    dt = logx.dtype
+    j_all = torch.arange(n_total, device=logx.device, dtype=dt)
+    out = torch.empty(idx.numel(), dtype=dt, device=logx.device)
+    # blocks of ~n/4 rows keep the wasted part of the triangle small; at most _CHUNK_ELEMS each
+    rows = max(1, min(max(n_total // 4, 16), _CHUNK_ELEMS // max(n_total, 1)))
     for s in range(0, idx.numel(), rows):
         ii = idx[s : s + rows]
-        a = alphas[s : s + rows]
-        n = (n_total - ii).to(logx.dtype)
-        d = logx[None, :] - logx[ii][:, None]  # log(x_j / x_i)
-        theo = 1.0 - torch.exp((1.0 - a)[:, None] * d)
-        emp = (j[None, :] - ii[:, None]).to(logx.dtype) / n[:, None]
-        diff = (theo - emp).abs()
-        diff = torch.where(j[None, :] >= ii[:, None], diff, torch.zeros_like(diff))
-        out[s : s + rows] = diff.max(dim=1).values
+        first = int(ii[0])
+        c = 1.0 - alphas[s : s + rows]
+        i_f = ii.to(dt)
+        inv_n = 1.0 / (n_total - i_f)
+        cols = j_all[first:]
+        arg = torch.outer(c, logx[first:])
+        arg.sub_((c * logx[ii])[:, None]).exp_()  # (x_j / x_i)^(1 − α_i)
+        base = torch.outer(-inv_n, cols)
+        base.add_(((n_total - i_f + i_f) * inv_n)[:, None])  # 1 − (j − i)/n_i
+        base.sub_(arg).abs_()
+        base.masked_fill_(cols[None, :] < i_f[:, None], 0.0)  # only j ≥ i counts
+        out[s : s + rows] = base.max(dim=1).values
     return out
 
 
