@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.base import SpectralCallback
-from callbacks.spectra import esd_metrics, iter_weight_matrices, weight_esd
+from callbacks.spectra import model_weight_spectra
 
 LOGGED = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
           "num_spikes", "ks_distance")
@@ -15,9 +15,14 @@ LOGGED = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_ra
 class WeightSpectrum(SpectralCallback):
     """ESD λ = σ(W)² of each Linear/Conv/Embedding weight (regex `layer_filter` on module
     names) and its metrics: alpha (power-law tail), alpha_weighted, log_norm, log_spectral_norm,
-    stable_rank, entropy, num_spikes (above the Marchenko–Pastur edge), ks_distance."""
+    stable_rank, entropy, num_spikes (above the Marchenko–Pastur edge), ks_distance.
+
+    Computed by `callbacks.spectra.model_weight_spectra` (same-shape layers batched, float32
+    eigenvalues with a float64 fallback where the metrics need it); a weight tied to several
+    modules (an LM head sharing the embedding) is analysed once, under its first name."""
 
     probe = "weights"
+    default_every_n_steps = 100
 
     def __init__(self, min_evals: int = 8, max_evals: int = 15000, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -26,17 +31,14 @@ class WeightSpectrum(SpectralCallback):
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         arrays, scalars = {}, {}
-        layers = list(iter_weight_matrices(pl_module, self.layer_filter,
-                                           min_evals=self.min_evals, max_evals=self.max_evals))
-        if not layers:
+        spectra = model_weight_spectra(pl_module, self.layer_filter, min_evals=self.min_evals,
+                                       max_evals=self.max_evals, skip_tied=True)
+        if not spectra:
             self.disable("no weight matrix matches (Linear/Conv/Embedding with >= "
                          f"{self.min_evals} eigenvalues, layer_filter={self.layer_filter!r})")
             return {}, {}
         alphas = []
-        for name, weight in layers:
-            evals = weight_esd(weight, name=name)
-            rows, cols = weight.shape[0], int(weight[0].numel())
-            metrics = esd_metrics(evals, max(rows, cols), min(rows, cols), name=name)
+        for name, (evals, metrics) in spectra.items():
             arrays[name] = evals
             for key in LOGGED:
                 scalars[f"{name}/{key}"] = metrics[key]

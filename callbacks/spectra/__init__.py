@@ -9,10 +9,10 @@ hessian     Hessian-vector products reusing one gradient graph; Hessian eigenval
 ntk         empirical NTK (structured, Jacobian), matrix-free top-k, kernel metrics
 summaries   effective rank, participation ratio, stable rank, decay exponent, summary dict
 rmt         Marchenko–Pastur edges, circular law radius, outlier counts
-covariance  streaming, mergeable feature covariance
+covariance  streaming, mergeable feature covariance; spectra of a linear map's output covariance
 """
 
-from .covariance import StreamingCovariance
+from .covariance import StreamingCovariance, mapped_covariance_eigvals
 from .dense import eigvals_general, eigvals_sym, gram_eigvals, singular_values
 from .hessian import dense_hessian, hessian_eigs, hessian_matvec, hessian_trace
 from .lanczos import LanczosResult, lanczos
@@ -50,6 +50,7 @@ from .weights import (
     esd_metrics,
     iter_weight_matrices,
     model_weight_metrics,
+    model_weight_spectra,
     weight_esd,
     weight_metrics,
 )
@@ -80,7 +81,9 @@ __all__ = [
     "hutchpp_trace",
     "iter_weight_matrices",
     "lanczos",
+    "mapped_covariance_eigvals",
     "model_weight_metrics",
+    "model_weight_spectra",
     "mp_bulk_fit",
     "mp_density",
     "mp_edge",

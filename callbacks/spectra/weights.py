@@ -243,6 +243,7 @@ def iter_weight_matrices(
     min_evals: int = 8,
     max_evals: int = 15000,
     max_n: int = 50000,
+    skip_tied: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (module name, weight) for the layers WeightWatcher analyses by default.
 
@@ -250,8 +251,11 @@ def iter_weight_matrices(
     contains linear, conv1d, conv2d or embedding (so transformers' Conv1D), with a ≥2-D
     ``weight``; kept when min_evals ≤ M·rf ≤ max_evals and N ≤ max_n (WW's defaults 8, 15000,
     50000; rf = kernel size). ``pattern`` is a regex searched in the module name.
+    ``skip_tied``: a weight shared by several modules (GPT-2's lm_head and wte) is yielded once,
+    under its first name (WeightWatcher analyses each module, so the default is False).
     """
     rx = re.compile(pattern) if pattern is not None else None
+    seen: set[int] = set()
     for mod_name, mod in model.named_modules():
         kind = type(mod).__name__.lower()
         typed = isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding)
@@ -267,6 +271,10 @@ def iter_weight_matrices(
         N, M = max(a, b), min(a, b)
         if not (min_evals <= M * rf <= max_evals) or N > max_n:
             continue
+        if skip_tied:
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
         yield mod_name, w.detach()
 
 
@@ -279,10 +287,31 @@ def model_weight_metrics(
     precision: str = "auto",
     min_tail: int = 2,
 ) -> dict[str, dict[str, float]]:
-    """Per-layer :func:`esd_metrics` for every layer of :func:`iter_weight_matrices`.
+    """Per-layer :func:`esd_metrics` for every layer of :func:`iter_weight_matrices`
+    ({module name: metrics}; :func:`model_weight_spectra` without the ESDs)."""
+    spectra = model_weight_spectra(
+        model, pattern, conv=conv, method=method, precision=precision, min_tail=min_tail
+    )
+    return {nm: metrics for nm, (_, metrics) in spectra.items()}
+
+
+def model_weight_spectra(
+    model: nn.Module,
+    pattern: str | None = None,
+    *,
+    conv: str = "pool",
+    method: str = "gram",
+    precision: str = "auto",
+    min_tail: int = 2,
+    min_evals: int = 8,
+    max_evals: int = 15000,
+    skip_tied: bool = False,
+) -> dict[str, tuple[torch.Tensor, dict[str, float]]]:
+    """{module name: (ascending ESD, :func:`esd_metrics`)} for every layer of
+    :func:`iter_weight_matrices` (``min_evals``, ``max_evals``, ``skip_tied`` passed on).
 
     Same-shape matrices are stacked so that their spectra come from one batched call.
-    ``conv`` is "pool" or "flatten" (one ESD per layer). Returns {module name: metrics}.
+    ``conv`` is "pool" or "flatten" (one ESD per layer).
 
     Precision policy (``precision``):
 
@@ -299,11 +328,12 @@ def model_weight_metrics(
     """
     check_choice(conv, ("pool", "flatten"), "conv")
     check_choice(precision, ("auto", "float32", "float64"), "precision")
-    items = list(iter_weight_matrices(model, pattern))
+    items = list(iter_weight_matrices(model, pattern, min_evals=min_evals, max_evals=max_evals,
+                                      skip_tied=skip_tied))
     groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
     for nm, w in items:
         groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append((nm, w))
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, tuple[torch.Tensor, dict[str, float]]] = {}
     for (shape, dtype, _), members in groups.items():
         for nm, w in members:
             check_matrix(w, nm)
@@ -327,9 +357,10 @@ def model_weight_metrics(
             a, b = stack.shape[-2:]
         N, M = max(a, b), min(a, b)
         for i, (nm, w) in enumerate(members):
-            m = esd_metrics(evs[i], N, M, min_tail=min_tail, name=nm)
-            if mixed and not _mixed_ok(torch.sort(evs[i].reshape(-1)).values, N, m["xmin"]):
-                ev64 = esds([(nm, w)], "float64")[0]
-                m = esd_metrics(ev64, N, M, min_tail=min_tail, name=nm)
-            out[nm] = m
+            ev = torch.sort(evs[i].reshape(-1)).values
+            m = esd_metrics(ev, N, M, min_tail=min_tail, name=nm)
+            if mixed and not _mixed_ok(ev, N, m["xmin"]):
+                ev = esds([(nm, w)], "float64")[0]
+                m = esd_metrics(ev, N, M, min_tail=min_tail, name=nm)
+            out[nm] = (ev, m)
     return {nm: out[nm] for nm, _ in items}

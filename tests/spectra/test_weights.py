@@ -7,6 +7,7 @@ from torch import nn
 from callbacks.spectra import (
     iter_weight_matrices,
     model_weight_metrics,
+    model_weight_spectra,
     singular_values,
     weight_esd,
     weight_metrics,
@@ -117,6 +118,27 @@ def test_iter_weight_matrices_layer_set():
     # Linear(4, 4): M=4 < 8 evals -> skipped; LayerNorm -> skipped; Conv2d: M*rf = 2*9 = 18 kept
     assert names == ["0", "4", "5"]
     assert [n for n, _ in iter_weight_matrices(model, pattern="^[45]$")] == ["4", "5"]
+
+
+def test_tied_weight_yielded_once_when_asked():
+    emb, head = nn.Embedding(40, 16), nn.Linear(16, 40, bias=False)
+    head.weight = emb.weight  # an LM head tied to its embedding
+    model = nn.Sequential(emb, nn.Linear(16, 16), head)
+    assert [n for n, _ in iter_weight_matrices(model)] == ["0", "1", "2"]  # WeightWatcher's set
+    assert [n for n, _ in iter_weight_matrices(model, skip_tied=True)] == ["0", "1"]
+
+
+def test_model_weight_spectra_gives_the_esd_behind_the_metrics(gen):
+    model = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 48), nn.Linear(48, 48))
+    spectra = model_weight_spectra(model)
+    assert list(spectra) == ["0", "1", "2"]
+    for name, mod in model.named_children():
+        evals, metrics = spectra[name]
+        ref = weight_esd(mod.weight.detach().double())
+        assert evals.shape == (48,)
+        assert torch.all(evals[1:] >= evals[:-1])  # ascending
+        assert torch.allclose(evals.double(), ref, rtol=1e-4, atol=1e-5 * float(ref[-1]))
+        assert metrics == model_weight_metrics(model)[name]
 
 
 def test_model_weight_metrics_matches_per_layer(gen):
