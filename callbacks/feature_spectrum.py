@@ -10,9 +10,37 @@ import torch
 from torch import nn
 
 from callbacks.base import SpectralCallback, probe_inputs
-from callbacks.spectra import StreamingCovariance, alpha_req, effective_rank, participation_ratio
+from callbacks.spectra import (
+    StreamingCovariance,
+    alpha_req,
+    effective_rank,
+    mapped_covariance_eigvals,
+    participation_ratio,
+)
 
 DEFAULT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def is_default_layer(module: nn.Module) -> bool:
+    """Whether a module's output is watched by default: Linear / Conv1d / Conv2d, and the
+    Conv1D of `transformers` (GPT-2's x @ W + b projections)."""
+    return isinstance(module, DEFAULT_TYPES) or _is_hf_conv1d(module)
+
+
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
+
+
+def affine_map(module: nn.Module) -> torch.Tensor | None:
+    """The (out, in) matrix A of a layer computing exactly y = A x + b on its last dimension
+    (nn.Linear itself, not a subclass that may change forward; transformers' Conv1D, whose
+    weight is (in, out)); None for anything else."""
+    if type(module) is nn.Linear:
+        return module.weight
+    if _is_hf_conv1d(module) and module.weight.dim() == 2:
+        return module.weight.T
+    return None
 
 
 def flatten_features(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -32,15 +60,21 @@ class FeatureSpectrum(SpectralCallback):
     fixed probe set of `n_probe` samples, with effective rank exp(H(λ/Σλ)), participation ratio
     (Σλ)²/Σλ², top-eigenvalue share λ₁/Σλ and the power-law decay alpha_req.
 
-    `layer_filter` is a regex on module names (default: every Linear/Conv layer); layers whose
-    feature dimension exceeds `max_dim` are skipped; sequence outputs contribute a fixed,
-    evenly strided subsample of at most `max_rows` token rows.
+    `layer_filter` is a regex on module names (default: every Linear/Conv layer, and the Conv1D
+    projections of `transformers` models); layers whose feature dimension exceeds `max_dim` are
+    skipped; for sequence outputs only the first ⌈max_rows / tokens per sample⌉ probe samples are
+    forwarded, and rows beyond `max_rows` (outputs with more rows than the first layers) are an
+    evenly strided subsample. An expanding affine layer (y = A x + b with out > in: an MLP's up-projection, a
+    fused QKV projection, an LM head) accumulates the covariance C of its *inputs* instead and
+    reports the eigenvalues of A C Aᵀ (`mapped_covariance_eigvals`): the same spectrum (rank ≤ in,
+    so out − in exact zeros) at in²/out² of the cost.
     """
 
     probe = "features"
+    default_every_n_steps = 250
 
     def __init__(self, n_probe: int = 64, max_dim: int = 2048, batch_size: int = 256,
-                 max_rows: int = 4096, **kwargs) -> None:
+                 max_rows: int = 2048, **kwargs) -> None:
         super().__init__(**kwargs)
         self.n_probe, self.max_dim, self.batch_size = n_probe, max_dim, batch_size
         self.max_rows = max_rows
@@ -51,26 +85,57 @@ class FeatureSpectrum(SpectralCallback):
         if self.layer_filter:
             rx = re.compile(self.layer_filter)
             return [(n, m) for n, m in pl_module.named_modules() if n and rx.search(n)]
-        return [(n, m) for n, m in pl_module.named_modules() if isinstance(m, DEFAULT_TYPES)]
+        return [(n, m) for n, m in pl_module.named_modules() if is_default_layer(m)]
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.inputs, _ = probe_inputs(trainer, pl_module, self.n_probe)
-        if not self.layers(pl_module):
+        layers = self.layers(pl_module)
+        if not layers:
             raise ValueError(f"no layer matches layer_filter={self.layer_filter!r}")
+        rows = self._rows_per_sample(pl_module, layers)
+        if rows > 1:  # sequences: forward only the samples that max_rows token rows need
+            self.inputs = self.inputs[: max(1, math.ceil(self.max_rows / rows))]
+
+    @torch.no_grad()
+    def _rows_per_sample(self, pl_module: pl.LightningModule,
+                         layers: list[tuple[str, nn.Module]]) -> int:
+        """Feature rows one probe sample gives (its tokens, for sequence models): the largest
+        count over the watched layers, from a forward pass of the first sample."""
+        counts = [1]
+        handles = [m.register_forward_hook(
+            lambda mod, args, out: counts.append(flatten_features(out, mod).shape[0]))
+            for _, m in layers]
+        modes = {m: m.training for m in pl_module.modules()}
+        pl_module.eval()
+        try:
+            pl_module(self.inputs[:1])
+        except RuntimeError:  # a model that cannot take one sample: keep the whole probe set
+            return 1
+        finally:
+            for h in handles:
+                h.remove()
+            for m, training in modes.items():
+                m.train(training)
+        return max(counts)
 
     @torch.no_grad()
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         layers = self.layers(pl_module)
         covs: dict[str, StreamingCovariance] = {}
+        maps: dict[str, torch.Tensor] = {}  # expanding affine layers: covariance of the inputs
 
         def hook_for(name: str):
             def hook(module, args, output):
                 feats = flatten_features(output, module)
                 if feats.shape[1] > self.max_dim:
                     return
-                stride = math.ceil(feats.shape[0] * len(chunks) / self.max_rows)
-                feats = feats[:: max(1, stride)]  # a fixed subsample of at most max_rows rows
+                stride = max(1, math.ceil(feats.shape[0] * len(chunks) / self.max_rows))
+                A = affine_map(module)
+                if A is not None and A.shape[0] > A.shape[1] and args and torch.is_tensor(args[0]):
+                    maps[name] = A.detach()
+                    feats = args[0].reshape(-1, A.shape[1])
+                feats = feats[::stride]  # a fixed subsample of at most max_rows rows
                 if name not in covs:
                     covs[name] = StreamingCovariance(feats.shape[1], name=name)
                 covs[name].update(feats)
@@ -87,14 +152,19 @@ class FeatureSpectrum(SpectralCallback):
                 h.remove()
         arrays, scalars = {}, {}
         for name, cov in covs.items():
-            evals = cov.eigenvalues().clamp(min=0.0)
+            if name in maps:
+                evals = mapped_covariance_eigvals(cov.covariance(), maps[name])
+            else:
+                evals = cov.eigenvalues().clamp(min=0.0)
             evals = torch.sort(evals, descending=True).values
             arrays[name] = evals
             total = float(evals.sum())
             scalars[f"{name}/effective_rank"] = effective_rank(evals, name=name)
             scalars[f"{name}/participation_ratio"] = participation_ratio(evals, name=name)
             scalars[f"{name}/top_eig_share"] = float(evals[0]) / total if total > 0 else 0.0
-            positive = int((evals > 0).sum())
+            # the rank: eigenvalues above 1e-12·λ₁ (below that, rounding noise of a float64
+            # covariance, or the exact zeros of an expanding layer's spectrum)
+            positive = int((evals > 1e-12 * float(evals[0])).sum())
             if positive >= 8:  # fit the decay over the upper half of the positive spectrum
                 scalars[f"{name}/alpha_req"] = alpha_req(evals, 1, positive // 2, name=name)
         return arrays, scalars

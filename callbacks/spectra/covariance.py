@@ -1,4 +1,5 @@
-"""Streaming (mergeable, DDP-friendly) feature covariance in float64."""
+"""Streaming (mergeable, DDP-friendly) feature covariance in float64, and the covariance
+spectrum of a linear map's outputs from its inputs' covariance."""
 
 from __future__ import annotations
 
@@ -120,3 +121,27 @@ class StreamingCovariance:
     def eigenvalues(self, correction: int = 1) -> torch.Tensor:
         """Ascending float64 eigenvalues of :meth:`covariance`."""
         return eigvals_sym(self.covariance(correction), name=f"{self.name} covariance")
+
+
+def mapped_covariance_eigvals(cov: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Ascending float64 eigenvalues of the covariance A C Aᵀ of y = A x + b, for C = cov(x).
+
+    A is (out, in), C is (in, in). When out > in, A C Aᵀ has rank ≤ in and its nonzero
+    eigenvalues are those of the (in, in) matrix S = Λ^½ Vᵀ AᵀA V Λ^½, with C = V Λ Vᵀ (Λ
+    clamped at 0): the out-dimensional spectrum costs in²·out instead of out³ (and the features
+    of an expanding layer need not be accumulated at width out). The result has out values,
+    out − in of them exact zeros. When out ≤ in, A C Aᵀ is formed and solved directly.
+    """
+    C = check_finite(torch.as_tensor(cov), "covariance").to(torch.float64)
+    A = check_finite(torch.as_tensor(A), "linear map").to(torch.float64, copy=False)
+    if C.dim() != 2 or C.shape[0] != C.shape[1] or A.dim() != 2 or A.shape[1] != C.shape[0]:
+        raise ValueError(f"need a square covariance (in, in) and a map (out, in), got "
+                         f"{tuple(C.shape)} and {tuple(A.shape)}")
+    out_dim, in_dim = A.shape
+    if out_dim <= in_dim:
+        return eigvals_sym(A @ C @ A.T, name="mapped covariance")
+    lam, V = torch.linalg.eigh(0.5 * (C + C.T))
+    B = V * lam.clamp(min=0.0).sqrt()  # C = B Bᵀ
+    AB = A @ B
+    evals = eigvals_sym(AB.T @ AB, name="mapped covariance").clamp(min=0.0)
+    return torch.cat([evals.new_zeros(out_dim - in_dim), evals])

@@ -136,6 +136,80 @@ def test_hessian_callback_matches_the_dense_hessian(tmp_path):
     assert np.allclose(logged, top.numpy(), rtol=1e-6, atol=1e-10)
 
 
+class ExpandingNet(TinyRegression):
+    """Expanding Linear and transformers-Conv1D layers (their spectra come from the inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 24), nn.Tanh(), Conv1D(40, 24), nn.Tanh(),
+                                 nn.Linear(40, 1)).double()
+
+
+def test_feature_spectra_of_expanding_layers_equal_the_output_covariance(tmp_path):
+    cb = FeatureSpectrum(every_n_steps=100, budget_frac=None)
+    _, module = fit(tmp_path, [cb], max_steps=5, module=ExpandingNet())
+    outputs = {}
+    hooks = [module.net[i].register_forward_hook(
+        lambda m, a, o, i=i: outputs.__setitem__(f"net.{i}", o)) for i in (0, 2, 4)]
+    with torch.no_grad():
+        module.eval()(cb.inputs)
+    for h in hooks:
+        h.remove()
+    with np.load(tmp_path / "spectra" / "features.npz") as f:
+        assert sorted(k for k in f.files if not k.endswith("__steps")) == [
+            "net.0", "net.2", "net.4"]  # the Conv1D is watched by default
+        for name, out in outputs.items():
+            cov = torch.cov(out.T).reshape(out.shape[1], out.shape[1])
+            direct = torch.linalg.eigvalsh(cov).flip(0).clamp(min=0.0).numpy()
+            logged = f[name][-1]
+            assert logged.shape == direct.shape, name
+            assert np.allclose(logged, direct, rtol=1e-8, atol=1e-11 * direct[0]), name
+        assert np.count_nonzero(f["net.2"][-1]) == 24  # rank <= in = 24 of 40 (exact zeros)
+
+
+class TinyTokens(pl.LightningModule):
+    """A sequence model: (batch, 8) token ids -> (batch, 8, 12) features -> next-token logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.proj = nn.Embedding(20, 12), nn.Linear(12, 20)
+
+    def forward(self, x):
+        return self.proj(torch.tanh(self.embed(x)))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x).reshape(-1, 20), y.reshape(-1))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_sequence_probe_forwards_only_the_samples_max_rows_needs(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(20, (64, 9), generator=gen)
+    loader = DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=16)
+    cb = FeatureSpectrum(every_n_steps=100, n_probe=32, max_rows=40, budget_frac=None)
+    trainer = pl.Trainer(max_steps=2, callbacks=[cb], default_root_dir=str(tmp_path),
+                         logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False)
+    module = TinyTokens()
+    trainer.fit(module, train_dataloaders=loader)
+    assert cb.inputs.shape == (5, 8)  # ⌈40 rows / 8 tokens⌉ of the 32 probe sequences
+    assert torch.equal(cb.inputs, tokens[:5, :-1])
+    with torch.no_grad():
+        logits = module.eval()(cb.inputs).reshape(-1, 20)  # the 40 token rows
+    direct = torch.linalg.eigvalsh(torch.cov(logits.T.double())).flip(0).clamp(min=0.0)
+    with np.load(tmp_path / "spectra" / "features.npz") as f:
+        # proj expands 12 -> 20: its spectrum comes from the inputs (8 exact zeros)
+        assert np.allclose(f["proj"][-1], direct.numpy(), rtol=1e-5, atol=1e-6 * float(direct[0]))
+        assert np.count_nonzero(f["proj"][-1]) == 12
+
+
 def test_modes_are_restored_and_only_rank_zero_runs(tmp_path):
     seen = {}
 

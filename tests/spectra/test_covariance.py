@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from callbacks.spectra import StreamingCovariance, eigvals_sym
+from callbacks.spectra import StreamingCovariance, eigvals_sym, mapped_covariance_eigvals
 
 
 def data(gen, n=500, d=12, shift=0.0):
@@ -56,3 +56,27 @@ def test_errors():
         acc.update(torch.tensor([[1.0, float("nan"), 0.0]]))
     with pytest.raises(ValueError, match="merge"):
         acc.merge(StreamingCovariance(4))
+
+
+@pytest.mark.parametrize(("out_dim", "rank"), [(40, 12), (40, 7), (9, 12)])
+def test_mapped_covariance_eigvals_match_the_output_covariance(gen, out_dim, rank):
+    # inputs of dimension 12 and the given rank (a LayerNorm output is rank-deficient too)
+    X = torch.randn(300, rank, generator=gen, dtype=torch.float64) @ torch.randn(
+        rank, 12, generator=gen, dtype=torch.float64)
+    A = torch.randn(out_dim, 12, generator=gen, dtype=torch.float64)
+    b = torch.randn(out_dim, generator=gen, dtype=torch.float64)
+    C = torch.cov(X.T)
+    got = mapped_covariance_eigvals(C, A)
+    ref = eigvals_sym(torch.cov((X @ A.T + b).T))  # the direct, out-dimensional computation
+    assert got.shape == (out_dim,)
+    assert torch.all(got[1:] >= got[:-1])
+    top = float(ref[-1])
+    torch.testing.assert_close(got, ref.clamp(min=0.0), rtol=1e-9, atol=1e-10 * top)
+    assert int((got > 1e-10 * top).sum()) == min(rank, out_dim)
+
+
+def test_mapped_covariance_eigvals_bad_input():
+    with pytest.raises(ValueError, match="map"):
+        mapped_covariance_eigvals(torch.eye(3), torch.ones(4, 5))
+    with pytest.raises(ValueError, match="covariance"):
+        mapped_covariance_eigvals(torch.full((3, 3), float("nan")), torch.ones(4, 3))
