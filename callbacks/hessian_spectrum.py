@@ -16,6 +16,7 @@ class HessianSpectrum(SpectralCallback):
     parameters by name (regex)."""
 
     probe = "hessian"
+    default_every_n_steps = 100
 
     def __init__(self, k: int = 5, n_probe: int = 32, trace_matvecs: int = 30,
                  density: bool = False, density_probes: int = 4, density_steps: int = 40,

@@ -65,6 +65,7 @@ class MatrixSpectrum(SpectralCallback):
     """
 
     probe = "matrices"
+    default_every_n_steps = 50
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:

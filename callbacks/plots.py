@@ -66,7 +66,7 @@ def plot_probe(history: dict[str, tuple[list[int], list[np.ndarray]]], out: Path
             ax.set_xlabel("rank k")
             ax.set_ylabel("|λ_k|")
             ax.legend(fontsize=7, loc="upper right")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=9, y=1.0)  # a fixed y skips matplotlib's title layout pass
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     fig.suptitle(title)
