@@ -178,7 +178,7 @@ class SpectralCallback(pl.Callback):
             self.disable(f"{type(err).__name__}: {str(err).splitlines()[0]}")
             return
         finally:
-            _restore_modes(modes)
+            restore_modes(modes)
         if self.disabled_reason:
             return
         scalars["wall_ms"] = 1000.0 * (time.perf_counter() - began)  # the spectra alone
@@ -188,7 +188,8 @@ class SpectralCallback(pl.Callback):
         self._check_budget(step)
 
 
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+def restore_modes(modes: dict[nn.Module, bool]) -> None:
+    """Put every module back in the train/eval mode recorded in `modes` ({module: training})."""
     for module, training in modes.items():
         module.train(training)
 

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from callbacks.base import SpectralCallback, probe_inputs
+from callbacks.base import SpectralCallback, probe_inputs, restore_modes
 from callbacks.spectra import (
     StreamingCovariance,
     alpha_req,
@@ -114,8 +114,7 @@ class FeatureSpectrum(SpectralCallback):
         finally:
             for h in handles:
                 h.remove()
-            for m, training in modes.items():
-                m.train(training)
+            restore_modes(modes)
         return max(counts)
 
     @torch.no_grad()

@@ -62,7 +62,7 @@ def _ks_rows(logx: torch.Tensor, idx: torch.Tensor, alphas: torch.Tensor) -> tor
         arg = torch.outer(c, logx[first:])
         arg.sub_((c * logx[ii])[:, None]).exp_()  # (x_j / x_i)^(1 − α_i)
         base = torch.outer(-inv_n, cols)
-        base.add_(((n_total - i_f + i_f) * inv_n)[:, None])  # 1 − (j − i)/n_i
+        base.add_((n_total * inv_n)[:, None])  # 1 − (j − i)/n_i = (N − j)/n_i
         base.sub_(arg).abs_()
         base.masked_fill_(cols[None, :] < i_f[:, None], 0.0)  # only j ≥ i counts
         out[s : s + rows] = base.max(dim=1).values

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -279,19 +280,11 @@ def iter_weight_matrices(
 
 
 def model_weight_metrics(
-    model: nn.Module,
-    pattern: str | None = None,
-    *,
-    conv: str = "pool",
-    method: str = "gram",
-    precision: str = "auto",
-    min_tail: int = 2,
+    model: nn.Module, pattern: str | None = None, **options: Any
 ) -> dict[str, dict[str, float]]:
     """Per-layer :func:`esd_metrics` for every layer of :func:`iter_weight_matrices`
-    ({module name: metrics}; :func:`model_weight_spectra` without the ESDs)."""
-    spectra = model_weight_spectra(
-        model, pattern, conv=conv, method=method, precision=precision, min_tail=min_tail
-    )
+    ({module name: metrics}): :func:`model_weight_spectra` (same ``options``) without the ESDs."""
+    spectra = model_weight_spectra(model, pattern, **options)
     return {nm: metrics for nm, (_, metrics) in spectra.items()}
 
 
