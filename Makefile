@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow test-gpu lint bench clean
 
 install: $(STAMP)  ## create .venv and install the project (torch CPU wheel first)
 
@@ -23,6 +23,9 @@ test: install  ## the test suite (fast tests; under 10 minutes on 2 cores)
 
 test-slow: install  ## the paper reproductions marked slow
 	$(PY) -m pytest -q -m slow
+
+test-gpu: install  ## every callback and each task's tiny config on CUDA (skipped without a GPU)
+	$(PY) -m pytest -q -m gpu
 
 lint: install
 	$(PY) -m ruff check .

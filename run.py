@@ -17,7 +17,6 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from runner import run  # noqa: E402
-from runner.cli_checks import check_task_keys  # noqa: E402
 from runner.validation import ConfigError  # noqa: E402
 
 
@@ -31,7 +30,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    problem = check_task_keys(sys.argv[1:], Path(__file__).resolve().parent / "conf")
-    if problem:
-        sys.exit(f"config error: {problem}")
     main()

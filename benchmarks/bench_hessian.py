@@ -10,7 +10,9 @@ eigenvalue tolerance, the a-posteriori bound residual²/gap ≤ 1e-3·|θ| — w
 comparison and carries the speed bar, and with the callbacks' default ``bound="residual"``
 (‖Hy − θy‖ ≤ 1e-3·|θ|, a tolerance on the vectors, much stricter on the eigenvalues).
 PyHessian 0.1 runs unpatched on this torch; the only change here is a counting wrapper around
-its hessian_vector_product (to report how many products it used).
+its hessian_vector_product (to report how many products it used). ``--device cuda`` puts
+both sides' models and data on the GPU (PyHessian with ``cuda=True``); ``--reps`` sets the
+repetitions.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from _common import bar, header, timeit  # first: pins every library to one thread
+from _common import bar, header, parse_args, timeit  # first: pins every library to one thread
 
 # isort: split
 import torch
@@ -29,17 +31,21 @@ from callbacks.spectra import dense_hessian, hessian_eigs
 REPS = 5
 
 
+DEVICE = torch.device("cpu")  # set from --device in main()
+
+
 def make_mlp(sizes: list[int], dtype: torch.dtype, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.Tanh()]
-    return nn.Sequential(*layers[:-1]).to(dtype)
+    return nn.Sequential(*layers[:-1]).to(dtype=dtype, device=DEVICE)
 
 
 def data(n: int, d: int, c: int, dtype: torch.dtype, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g)
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same data on every device
+    x, y = torch.randn(n, d, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g)
+    return x.to(DEVICE), y.to(DEVICE)
 
 
 def pyhessian_top5(model, x, y, counter=None):
@@ -47,7 +53,7 @@ def pyhessian_top5(model, x, y, counter=None):
 
     for p in model.parameters():
         p.grad = None  # PyHessian accumulates .grad with create_graph; start clean every time
-    h = hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    h = hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=DEVICE.type == "cuda")
     ev, _ = h.eigenvalues(top_n=5)
     for p in model.parameters():
         p.grad = None
@@ -68,8 +74,12 @@ def dense_top5(model, x, y) -> torch.Tensor:
 
 
 def main() -> None:
+    global DEVICE, REPS
+    args = parse_args(__doc__)
+    DEVICE, REPS = args.device, args.reps
     header(
-        "B2 Hessian top-5: callbacks.spectra.hessian_eigs (Lanczos) vs pyhessian (power iteration)"
+        "B2 Hessian top-5: callbacks.spectra.hessian_eigs (Lanczos) vs pyhessian (power iteration)",
+        DEVICE,
     )
     warnings.filterwarnings("ignore")
     try:
@@ -136,7 +146,7 @@ def main() -> None:
     xs, ys = data(64, 16, 4, torch.float64, 3)
     print(f"\n--- accuracy: MLP 16-48-32-4, {n_small} parameters, float64, dense reference ---")
     exact = dense_top5(small, xs, ys)
-    ev_ph = torch.tensor(pyhessian_top5(small, xs, ys), dtype=torch.float64)
+    ev_ph = torch.tensor(pyhessian_top5(small, xs, ys), dtype=torch.float64, device=DEVICE)
     err_ph = ((ev_ph - exact).abs() / exact.abs()).max().item()
     print(f"  exact     : {fmt(exact.tolist())}")
     print(f"  pyhessian : {fmt(ev_ph.tolist())}  max rel err {err_ph:.2e}")

@@ -5,16 +5,18 @@ no downloads), each with its default (random) init and with heavy-tailed Student
 weights. Both sides analyse the same layer set (WeightWatcher's defaults: Linear / Conv1D /
 Embedding layers with 8 <= M <= 15000 and N <= 50000). Targets: >= 3x faster on random init,
 >= 10x on heavy-tailed, |Δalpha| <= 5e-3 on layers WeightWatcher fits well (its D < 0.1).
-Prints PASS/FAIL per target; exits 0 unless something crashes.
+Prints PASS/FAIL per target; exits 0 unless something crashes. ``--device cuda`` runs ours on
+the GPU (WeightWatcher analyses a CPU copy of the same weights); ``--reps`` sets the repetitions.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
 
-from _common import bar, header, timeit  # first: pins every library to one thread
+from _common import bar, header, parse_args, timeit  # first: pins every library to one thread
 
 # isort: split
 import torch
@@ -50,11 +52,14 @@ def heavy_tailed(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def run_case(label: str, model: nn.Module, speed_target: float, ww) -> list[bool]:
+def run_case(label: str, model: nn.Module, speed_target: float, ww,
+             device: torch.device = torch.device("cpu"), reps: int = REPS) -> list[bool]:
     print(f"\n--- {label} ---")
-    t_ww, details = timeit(lambda: ww.WeightWatcher(model=model).analyze(), reps=REPS)
-    t_us, ours = timeit(lambda: model_weight_metrics(model), reps=REPS)
-    t_32, ours32 = timeit(lambda: model_weight_metrics(model, precision="float64"), reps=REPS)
+    ours_model = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+    t_ww, details = timeit(lambda: ww.WeightWatcher(model=model).analyze(), reps=reps)
+    t_us, ours = timeit(lambda: model_weight_metrics(ours_model), reps=reps)
+    t_32, ours32 = timeit(lambda: model_weight_metrics(ours_model, precision="float64"),
+                          reps=reps)
     print(f"  layers: weightwatcher {len(details)}, ours {len(ours)}")
     print(
         f"  median time: weightwatcher {t_ww:.3f}s | ours (default: float32 eigenvalues, "
@@ -107,7 +112,10 @@ def run_case(label: str, model: nn.Module, speed_target: float, ww) -> list[bool
 
 
 def main() -> None:
-    header("B1 weight spectra: callbacks.spectra.model_weight_metrics vs weightwatcher")
+    args = parse_args(__doc__)
+    header("B1 weight spectra: callbacks.spectra.model_weight_metrics vs weightwatcher",
+           args.device)
+    opts = {"device": args.device, "reps": args.reps}
     warnings.filterwarnings("ignore")
     try:
         import weightwatcher as ww
@@ -118,11 +126,12 @@ def main() -> None:
     print(f"weightwatcher {getattr(ww, '__version__', '?')}")
     torch.manual_seed(0)
     results = []
-    results += run_case("MLP 6x512x512, random init", mlp(), 3.0, ww)
-    results += run_case("MLP 6x512x512, Student-t(3) weights", heavy_tailed(mlp()), 10.0, ww)
-    results += run_case("GPT-2 (4 layers, 256), random init", gpt2(), 3.0, ww)
+    results += run_case("MLP 6x512x512, random init", mlp(), 3.0, ww, **opts)
+    results += run_case("MLP 6x512x512, Student-t(3) weights", heavy_tailed(mlp()), 10.0, ww,
+                        **opts)
+    results += run_case("GPT-2 (4 layers, 256), random init", gpt2(), 3.0, ww, **opts)
     results += run_case(
-        "GPT-2 (4 layers, 256), Student-t(3) weights", heavy_tailed(gpt2()), 10.0, ww
+        "GPT-2 (4 layers, 256), Student-t(3) weights", heavy_tailed(gpt2()), 10.0, ww, **opts
     )
     print(f"\nB1: {sum(results)}/{len(results)} targets met")
 

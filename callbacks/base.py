@@ -38,6 +38,8 @@ class SpectralCallback(pl.Callback):
     """Base class: see the module docstring."""
 
     probe = "spectrum"
+    # scalar names (fnmatch patterns) of the last snapshot that the run's final table shows
+    headline: tuple[str, ...] = ()
     # the default spacing of snapshots, set per probe from its cost (a snapshot of a costly probe
     # is spread over more training steps); `every_n_steps=` overrides it
     default_every_n_steps = 50
@@ -45,7 +47,7 @@ class SpectralCallback(pl.Callback):
     def __init__(self, every_n_steps: int | None = None, schedule: str = "linear",
                  log_factor: float = 1.5,
                  layer_filter: str | None = None, budget_frac: float | None = 0.05,
-                 histograms: bool = True, plot: bool = True,
+                 histograms: bool = True, plot: bool = True, plot_in_background: bool = False,
                  every_n_epochs: int | None = None) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule={schedule!r} is not allowed; choose one of: "
@@ -62,6 +64,8 @@ class SpectralCallback(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.layer_filter, self.budget_frac = layer_filter, budget_frac
         self.histograms, self.plot_at_end = histograms, plot
+        self.plot_in_background = plot_in_background
+        self._plot_job: tuple[Any, Any] | None = None
         self.sink: SpectrumSink | None = None
         self.disabled_reason: str | None = None
         self._warned: set[str] = set()
@@ -152,11 +156,35 @@ class SpectralCallback(pl.Callback):
             return
         if self._last_step != trainer.global_step:
             self.snapshot(trainer, pl_module, force=True)
-        if self.plot_at_end and self.sink is not None:
+        if self.sink is None:
+            return
+        plot = None
+        if self.plot_at_end:
             began = time.perf_counter()
-            self.sink.plot()
+            if self.plot_in_background:
+                self._plot_job = self.sink.plot_in_background()
+                plot = self._plot_job[1] if self._plot_job else None
+            else:
+                plot = self.sink.plot()
             self._plot_s = time.perf_counter() - began
             self._own_s += self._plot_s
+        self.sink.write_summary(self.headline, plot)
+
+    def wait_for_plot(self, timeout: float = 120.0) -> None:
+        """Wait for a plot drawn in the background (`plot_in_background`); when it failed, say
+        so and drop its path from the summary. A no-op when none is being drawn."""
+        job, self._plot_job = self._plot_job, None
+        if job is None or job[0] is None:
+            return
+        process, path = job
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+        if process.exitcode != 0 or not path.exists():
+            self.warn_once("plot", f"spectra/{self.probe}: the plot {path} was not drawn "
+                                   f"(exit code {process.exitcode}); the spectra are in "
+                                   f"{self.sink.path}")
+            self.sink.write_summary(self.headline, None)
 
     # ------------------------------------------------------------------ one snapshot
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -205,13 +233,15 @@ def probe_inputs(trainer: pl.Trainer, pl_module: pl.LightningModule, n: int
     """Return a fixed probe set (x, y) of at most `n` samples.
 
     Taken from `pl_module.spectral_probe_batch()` when the module defines it, else from the first
-    batches of the data module's train loader (a batch is `x`, `(x, y, ...)` or `{"x", "y"}`).
+    batches of the data module's train loader (a batch is `x`, `(x, y, ...)` or `{"x", "y"}`);
+    on the module's device either way.
     """
     require_forward(pl_module)
+    device = pl_module.device
     if hasattr(pl_module, "spectral_probe_batch"):
         batch = pl_module.spectral_probe_batch()
         x, y = _split_batch(batch)
-        return x[:n], (y[:n] if y is not None else None)
+        return x[:n].to(device), (y[:n].to(device) if y is not None else None)
     loader = trainer.train_dataloader
     if loader is None and trainer.datamodule is not None:
         loader = trainer.datamodule.train_dataloader()
@@ -227,7 +257,7 @@ def probe_inputs(trainer: pl.Trainer, pl_module: pl.LightningModule, n: int
             break
     x = torch.cat(xs)[:n]
     y = torch.cat(ys)[:n] if all(t is not None for t in ys) else None
-    return x.to(pl_module.device), (y.to(pl_module.device) if y is not None else None)
+    return x.to(device), (y.to(device) if y is not None else None)
 
 
 def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

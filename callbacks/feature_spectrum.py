@@ -71,6 +71,7 @@ class FeatureSpectrum(SpectralCallback):
     """
 
     probe = "features"
+    headline = ("mean_effective_rank",)
     default_every_n_steps = 250
 
     def __init__(self, n_probe: int = 64, max_dim: int = 2048, batch_size: int = 256,
@@ -136,7 +137,9 @@ class FeatureSpectrum(SpectralCallback):
                     feats = args[0].reshape(-1, A.shape[1])
                 feats = feats[::stride]  # a fixed subsample of at most max_rows rows
                 if name not in covs:
-                    covs[name] = StreamingCovariance(feats.shape[1], name=name)
+                    # accumulated where the features are (no copy of GPU batches to the host)
+                    covs[name] = StreamingCovariance(feats.shape[1], device=feats.device,
+                                                     name=name)
                 covs[name].update(feats)
             return hook
 
@@ -166,4 +169,7 @@ class FeatureSpectrum(SpectralCallback):
             positive = int((evals > 1e-12 * float(evals[0])).sum())
             if positive >= 8:  # fit the decay over the upper half of the positive spectrum
                 scalars[f"{name}/alpha_req"] = alpha_req(evals, 1, positive // 2, name=name)
+        ranks = [scalars[f"{name}/effective_rank"] for name in covs]
+        if ranks:
+            scalars["mean_effective_rank"] = sum(ranks) / len(ranks)
         return arrays, scalars

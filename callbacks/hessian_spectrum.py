@@ -6,16 +6,23 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.base import SpectralCallback, probe_inputs
-from callbacks.spectra import hessian_eigs, hessian_matvec, hutchpp_trace, slq_density
+from callbacks.spectra import (
+    hessian_eigs,
+    hessian_matvec,
+    hutchpp_trace,
+    select_params,
+    slq_density,
+)
 
 
 class HessianSpectrum(SpectralCallback):
     """Lanczos top-`k` eigenvalues of H = ∇²_θ loss on a fixed probe batch (ordered, with
     converged flags), the Hutch++ trace estimate, and (with `density`) the stochastic Lanczos
     quadrature density. The loss is `pl_module.loss_fn(outputs, targets)`; `layer_filter` picks
-    parameters by name (regex)."""
+    parameters by name (regex). Probe vectors are drawn on the device of those parameters."""
 
     probe = "hessian"
+    headline = ("lambda_1", "trace")
     default_every_n_steps = 100
 
     def __init__(self, k: int = 5, n_probe: int = 32, trace_matvecs: int = 30,
@@ -46,11 +53,13 @@ class HessianSpectrum(SpectralCallback):
         scalars = {f"lambda_{i + 1}": float(v) for i, v in enumerate(result.eigenvalues)}
         scalars["converged"] = float(result.converged.float().mean())
         scalars["matvecs"] = float(result.n_matvecs)
-        matvec, dim = hessian_matvec(pl_module, loss_fn, self.batch,
-                                     param_filter=self.layer_filter)
-        scalars["trace"] = float(hutchpp_trace(matvec, dim, self.trace_matvecs, seed=0).trace)
+        params = [p for _, p in select_params(pl_module, param_filter=self.layer_filter)]
+        device = params[0].device
+        matvec, dim = hessian_matvec(pl_module, loss_fn, self.batch, params)
+        scalars["trace"] = float(hutchpp_trace(matvec, dim, self.trace_matvecs, device=device,
+                                               seed=0).trace)
         if self.density:
             grid, dens = slq_density(matvec, dim, n_probes=self.density_probes,
-                                     n_steps=self.density_steps, seed=0)
+                                     n_steps=self.density_steps, device=device, seed=0)
             arrays["density_grid"], arrays["density"] = grid, dens
         return arrays, scalars

@@ -65,6 +65,7 @@ class MatrixSpectrum(SpectralCallback):
     """
 
     probe = "matrices"
+    headline = ("*/top1", "*/spectral_radius", "*/outliers")
     default_every_n_steps = 50
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule

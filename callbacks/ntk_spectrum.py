@@ -18,6 +18,7 @@ class NTKSpectrum(SpectralCallback):
     than `max_outputs` outputs per sample turn the callback off with a message."""
 
     probe = "ntk"
+    headline = ("lambda_max", "drift")
     default_every_n_steps = 100
 
     def __init__(self, n_points: int = 32, k: int = 10, method: str = "auto",

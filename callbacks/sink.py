@@ -9,7 +9,10 @@ indices. The file is rewritten atomically at each record; a resumed run loads it
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ class SpectrumSink:
         self.path = self.run_dir / "spectra" / f"{probe}.npz"
         self.history: dict[str, tuple[list[int], list[np.ndarray]]] = {}
         self.references: dict[str, dict[str, Any]] = {}
+        self.last: tuple[int, dict[str, float]] | None = None  # (step, scalars) of the last record
         self._resume_checked = False
         if self.path.exists():
             with np.load(self.path) as data:
@@ -74,8 +78,9 @@ class SpectrumSink:
                 steps.append(step)
                 rows.append(_to_numpy(value))
         self.save()
-        prefixed = {f"spectra/{self.probe}/{k}": float(v) for k, v in scalars.items()
-                    if v is not None and np.isfinite(v)}
+        finite = {k: float(v) for k, v in scalars.items() if v is not None and np.isfinite(v)}
+        self.last = (step, finite)
+        prefixed = {f"spectra/{self.probe}/{k}": v for k, v in finite.items()}
         for lg in loggers:
             lg.log_metrics(prefixed, step=step)
             if histograms and type(lg).__name__ == "WandbLogger":
@@ -111,7 +116,42 @@ class SpectrumSink:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def write_summary(self, headline: tuple[str, ...], plot: Path | None) -> None:
+        """Write `spectra/<probe>.summary.json`: the last recorded step, the scalars of that
+        snapshot whose names match a `headline` pattern (fnmatch), the number of snapshots and
+        the plot's path (relative to the run directory)."""
+        if self.last is None:
+            return
+        step, scalars = self.last
+        picked = {k: v for k, v in scalars.items()
+                  if any(fnmatch.fnmatchcase(k, p) for p in headline)}
+        snapshots = max((len(steps) for steps, _ in self.history.values()), default=0)
+        summary = {"probe": self.probe, "step": step, "snapshots": snapshots,
+                   "headline": picked,
+                   "plot": str(plot.relative_to(self.run_dir)) if plot is not None else None}
+        path = self.run_dir / "spectra" / f"{self.probe}.summary.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, path)
+
     # ------------------------------------------------------------------ plotting
+    def plot_in_background(self) -> tuple[Any, Path] | None:
+        """Start drawing the plot in a forked process and return (process, png path), or None
+        when nothing was recorded; where fork is not the platform's way (not Linux) draw it now
+        and return (None, path). The child has this sink's history and references by copy."""
+        if not any(rows for _, rows in self.history.values()):
+            return None
+        out = self.run_dir / "plots" / f"{self.probe}.png"
+        if sys.platform != "linux":
+            self.plot()
+            return None, out
+        import multiprocessing
+
+        process = multiprocessing.get_context("fork").Process(
+            target=self.plot, name=f"plot-{self.probe}", daemon=False)
+        process.start()
+        return process, out
+
     def plot(self, max_panels: int = 12) -> Path | None:
         """Draw `<run dir>/plots/<probe>.png` and return its path (None when nothing recorded)."""
         from callbacks.plots import plot_probe
@@ -122,6 +162,15 @@ class SpectrumSink:
         plot_probe(self.history, out, title=f"{self.probe} spectra", references=self.references,
                    max_panels=max_panels)
         return out
+
+
+def read_summaries(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Return {probe: summary} from every `spectra/<probe>.summary.json` of a run ({} if none)."""
+    out = {}
+    for path in sorted((Path(run_dir) / "spectra").glob("*.summary.json")):
+        data = json.loads(path.read_text())
+        out[data["probe"]] = data
+    return out
 
 
 def _is_pad(row: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ class WeightSpectrum(SpectralCallback):
     modules (an LM head sharing the embedding) is analysed once, under its first name."""
 
     probe = "weights"
+    headline = ("mean_alpha",)
     default_every_n_steps = 100
 
     def __init__(self, min_evals: int = 8, max_evals: int = 15000, **kwargs) -> None:

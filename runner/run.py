@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -17,10 +18,11 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.sink import read_summaries
 from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
 from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
-from runner.task_params import build_params
+from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError, check_choice
 
 log = logging.getLogger("spectrum")
@@ -106,10 +108,12 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def print_results(results: dict[str, Any], run_dir: Path) -> None:
-    """Print a short table of the run's metrics and the run directory."""
+    """Print a short table of the run's metrics, one of its spectra (the headline scalars of each
+    probe's last snapshot, and the plot), and the run directory."""
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=110)
     table = Table(title=f"{results['task']} — {results['status']}", show_lines=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -121,8 +125,18 @@ def print_results(results: dict[str, Any], run_dir: Path) -> None:
         elif isinstance(value, (int, str, bool)):
             table.add_row(key, str(value))
     table.add_row("wall_time_s", f"{results['wall_time_s']:.2f}")
-    console = Console(width=100)
     console.print(table)
+    spectra = results.get("spectra") or {}
+    if spectra:
+        st = Table(title="spectra (last snapshot)", show_lines=False)
+        for column in ("probe", "step", "summary", "plot"):
+            st.add_column(column, justify="right" if column == "step" else "left")
+        for probe, summary in spectra.items():
+            items = [f"{k} {v:.4g}" for k, v in summary["headline"].items()]
+            more = f", … (+{len(items) - 4} in results.json)" if len(items) > 4 else ""
+            text = ", ".join(items[:4]) + more or "-"
+            st.add_row(probe, str(summary["step"]), text, summary.get("plot") or "-")
+        console.print(st)
     print(f"run directory: {run_dir}")
 
 
@@ -135,6 +149,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     multirun, overrides, sweep_dir = hydra_context()
     run_dir = Path(cfg.paths.output_dir).resolve()
+    fresh = not (run_dir / "results.json").exists()
+    if not multirun:  # a bad config stops before any work and leaves no run directory behind
+        try:
+            build_params(cfg.task)
+            check_trainer(cfg.trainer)
+        except ConfigError:
+            if fresh:
+                discard_fresh_run_dir(run_dir)
+            raise
     run_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "status": "running",
@@ -150,6 +173,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     try:
         params = build_params(cfg.task)
+        results["params"] = resolved_params(params)
         check_trainer(cfg.trainer)
         ckpt_path = resume_checkpoint(run_dir, str(cfg.resume))
         results["resumed_from"] = ckpt_path
@@ -177,10 +201,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise KeyboardInterrupt("training was interrupted (resume=auto continues it)")
         if cfg.run_test and _has_test_set(datamodule):
             trainer.test(module, datamodule=datamodule, verbose=False)
+        for callback in callbacks:  # plots drawn in the background while the run finished
+            if hasattr(callback, "wait_for_plot"):
+                callback.wait_for_plot()
         results["metrics"] = scalar_metrics(trainer.callback_metrics)
         # written where training ran (also ddp_spawn workers); a resumed run that had already
         # finished keeps the file of the run that finished
         results["paper_metrics"] = read_paper_metrics(run_dir)
+        results["spectra"] = read_summaries(run_dir)
         paper_scalars = {f"paper/{k}": v
                          for k, v in scalar_metrics(results["paper_metrics"]).items()}
         for lg in trainer.loggers:
@@ -206,6 +234,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         else:
             print(f"run directory: {run_dir}")
     return results
+
+
+def discard_fresh_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but what Hydra wrote before the run started
+    (`.hydra/` and the job log): a config error must not leave a run behind."""
+    if not run_dir.is_dir():
+        return
+    if all(p.name in (".hydra", "run.log", f"{run_dir.name}.log") or p.suffix == ".log"
+           for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _has_test_set(datamodule: Any) -> bool:

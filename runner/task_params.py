@@ -1,58 +1,69 @@
 """Turn the `task` node of the composed config into the task's validated parameter dataclass.
 
-Convention: `conf/task/<name>.yaml` holds `name`, `module`, `data` (with `_target_`), the
-trainer budget (`max_steps` / `max_epochs`), and the paper's parameters. The parameters are
-checked against the dataclass `Config` in `tasks/<name>/config.py`: unknown keys, wrong types
-and (in its `__post_init__`) impossible values raise ConfigError before any work.
+This is the one validation mechanism of task parameters: the composed `task` node (whatever set
+it: the command line, `+task.key=...`, an experiment file, `conf/local/default.yaml`, a sweep) is
+merged into the structured schema of `tasks/<name>/config.py:Config`. Unknown keys, wrong types
+and choice keys (enums) outside their values are rejected there, range checks run in the
+dataclass's `__post_init__`; each raises one ConfigError naming the key, where it was set and
+what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import difflib
+import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from runner.config_sources import where_set
 from runner.validation import ConfigError
+from tasks.base.contract import META_KEYS, enum_type, param_class, resolved_params
 
-META_KEYS = ("name", "module", "data", "max_steps", "max_epochs")
-
-
-def task_package(task_cfg: DictConfig) -> str:
-    """Return the import path of the task's package, `tasks.<name>`."""
-    name = task_cfg.get("name")
-    if not name:
-        raise ConfigError("task.name is missing: every conf/task/<name>.yaml sets `name`")
-    return f"tasks.{name}"
+__all__ = ["build_params", "resolved_params"]
 
 
-def param_class(task_cfg: DictConfig) -> type:
-    """Return the task's parameter dataclass `tasks.<name>.config.Config`."""
-    module = importlib.import_module(task_package(task_cfg) + ".config")
-    return module.Config
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _allowed(field: dataclasses.Field | None) -> str:
+    """Return what a field accepts: the enum's values (plus null when optional), or its type."""
+    if field is None:
+        return "?"
+    choices = enum_type(field)
+    if choices is not None:
+        optional = type(None) in typing.get_args(field.type)
+        return "one of: " + ", ".join([str(m.value) for m in choices] + ["null"] * optional)
+    return f"a value of type {_type_name(field.type)}"
 
 
 def build_params(task_cfg: DictConfig) -> Any:
     """Return the validated parameter dataclass for `task_cfg` (raises ConfigError)."""
-    cls = param_class(task_cfg)
+    name = task_cfg.get("name")
+    if not name:
+        raise ConfigError("task.name is missing: every conf/task/<name>.yaml sets `name`")
+    cls = param_class(str(name))
     raw = {k: v for k, v in task_cfg.items() if k not in META_KEYS}
-    schema = OmegaConf.structured(cls)
-    allowed = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     try:
-        merged = OmegaConf.merge(schema, OmegaConf.create(raw))
+        merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(raw))
         return OmegaConf.to_object(merged)
     except ConfigKeyError as err:
-        key = getattr(err, "key", None) or str(err)
+        key = str(getattr(err, "key", None) or err)
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f" (did you mean task.{close[0]}?)" if close else ""
         raise ConfigError(
-            f"task.{key} is not a parameter of task {task_cfg.name}; allowed: {', '.join(allowed)}"
-        ) from None
+            f"task.{key} ({where_set(f'task.{key}')}) is not a parameter of task {name}{hint}; "
+            f"allowed: {', '.join(fields)}") from None
     except ValidationError as err:
-        key = getattr(err, "full_key", None) or getattr(err, "key", "?")
-        field = {f.name: f for f in dataclasses.fields(cls)}.get(str(key))
-        expected = getattr(field.type, "__name__", str(field.type)) if field else "?"
-        value = raw.get(str(key))
+        key = str(getattr(err, "full_key", None) or getattr(err, "key", "?")).split(".")[0]
         raise ConfigError(
-            f"task.{key}={value!r} has the wrong type; expected {expected}"
-        ) from None
+            f"task.{key}={raw.get(key)!r} ({where_set(f'task.{key}')}) is not allowed; "
+            f"expected {_allowed(fields.get(key))}") from None
+    except ConfigError as err:  # a range check of __post_init__
+        if err.key is None:
+            raise
+        raise ConfigError(f"{err} ({where_set(err.key)})", key=err.key) from None

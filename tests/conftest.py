@@ -19,8 +19,8 @@ CONF = ROOT / "conf"
 TESTS = Path(__file__).resolve().parent
 
 # optimizer_scaling at a size that draws in well under a second
-TINY_SCALING = ["task.latent_dim=256", "task.n_train=512", "task.max_features=64",
-                "task.n_features=32", "task.steps=10"]
+TINY_SCALING = ["task=optimizer_scaling", "task.latent_dim=256", "task.n_train=512",
+                "task.max_features=64", "task.n_features=32", "task.steps=10"]
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

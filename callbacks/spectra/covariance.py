@@ -18,6 +18,10 @@ class StreamingCovariance:
     moment Σ x xᵀ / n when ``center=False``. For DDP, :meth:`sums` gives plain sums
     (n, Σx, Σxxᵀ) that can be all-reduced and turned back with :meth:`from_sums`; :meth:`state`
     / :meth:`from_state` round-trip the exact internal state.
+
+    The accumulators live on ``device``; with ``device=None`` they follow the first batch (a GPU
+    model's features are accumulated on the GPU, in float64, without copies to the host). Later
+    batches on another device are moved to the accumulators'.
     """
 
     def __init__(
@@ -33,8 +37,16 @@ class StreamingCovariance:
         self.center = bool(center)
         self.name = name
         self.n = 0
+        self._follow = device is None  # take the device of the first batch
+        device = torch.get_default_device() if device is None else torch.device(device)
         self.mean = torch.zeros(self.dim, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=device)
+
+    def _adopt(self, device: torch.device) -> None:
+        """Move the (still empty) accumulators to ``device`` when they follow the first batch."""
+        if self._follow and self.n == 0 and device != self.mean.device:
+            self.mean, self.m2 = self.mean.to(device), self.m2.to(device)
+        self._follow = False
 
     def _combine(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
         if n_b == 0:
@@ -56,6 +68,7 @@ class StreamingCovariance:
         x = check_finite(x.reshape(-1, self.dim).to(torch.float64), self.name)
         if x.shape[0] == 0:
             return self
+        self._adopt(x.device)
         x = x.to(self.mean.device)
         mean_b = x.mean(0)
         xc = x - mean_b
@@ -66,16 +79,18 @@ class StreamingCovariance:
         """Fold another accumulator (same dim and centring) into this one; returns self."""
         if other.dim != self.dim or other.center != self.center:
             raise ValueError("can only merge StreamingCovariance objects of equal dim and center")
+        if other.n:
+            self._adopt(other.mean.device)
         self._combine(other.n, other.mean.to(self.mean.device), other.m2.to(self.m2.device))
         return self
 
     def state(self) -> dict[str, torch.Tensor]:
         """Exact internal state {n, mean, m2, center} as tensors (for checkpoints)."""
         return {
-            "n": torch.tensor(self.n, dtype=torch.int64),
+            "n": torch.tensor(self.n, dtype=torch.int64, device=self.mean.device),
             "mean": self.mean.clone(),
             "m2": self.m2.clone(),
-            "center": torch.tensor(self.center),
+            "center": torch.tensor(self.center, device=self.mean.device),
         }
 
     @classmethod

@@ -56,7 +56,8 @@ def hessian_matvec(
     in ``named_parameters`` order; see :func:`select_params`). The gradient g = ∇_θ L is built
     once with create_graph=True; each product is ∂(g·v)/∂θ through that graph (retain_graph),
     so one product costs about one backward pass. v may have any float dtype; Hv comes back in
-    v's dtype. The model's mode (train/eval) is used as is.
+    v's dtype. v must be on the parameters' device (a ValueError says so otherwise: build probe
+    vectors with ``device=`` that device). The model's mode (train/eval) is used as is.
     """
     inputs, targets = batch
     chosen = select_params(model, params, param_filter)
@@ -70,12 +71,15 @@ def hessian_matvec(
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, ps, strict=True)]
     sizes = [p.numel() for p in ps]
     dim = sum(sizes)
+    device = ps[0].device
     # gradients that do not depend on θ (e.g. a parameter entering linearly) give no graph
     live = [i for i, g in enumerate(grads) if g.requires_grad]
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
         if v.numel() != dim:
             raise ValueError(f"hessian matvec: vector has {v.numel()} entries, expected {dim}")
+        if v.device != device:
+            raise ValueError(f"hessian matvec: vector on {v.device}, parameters on {device}")
         pieces = torch.split(v.reshape(-1), sizes)
         out_dtype = v.dtype
         if not live:
@@ -150,9 +154,11 @@ def hessian_trace(
     param_filter: str | None = None,
     seed: int | None = 0,
 ) -> TraceEstimate:
-    """Hutch++ estimate of tr(H) with ``n_matvecs`` Hessian-vector products."""
-    mv, dim = hessian_matvec(model, loss_fn, batch, params, param_filter)
-    device = next(iter(p for p in model.parameters())).device
+    """Hutch++ estimate of tr(H) with ``n_matvecs`` Hessian-vector products (probes drawn on the
+    device of the chosen parameters)."""
+    chosen = select_params(model, params, param_filter)
+    mv, dim = hessian_matvec(model, loss_fn, batch, [p for _, p in chosen])
+    device = chosen[0][1].device
     return hutchpp_trace(
         mv, dim, n_matvecs, dtype=torch.float64, device=device, seed=seed, name="hessian"
     )

@@ -15,6 +15,12 @@ exhausted (basis size = dim: exact), or the basis reaches ``max_iter`` vectors. 
 subspace is continued with fresh random vectors orthogonal to the basis. A single start vector
 (block_size=1) sees one copy of an exactly repeated eigenvalue (more appear only through
 rounding); block_size=p finds multiplicities up to p.
+
+Devices: the Krylov basis, the random start vectors (a generator on ``device``) and the Ritz
+vectors live on ``device``; the small projected problem (T, the coupling blocks R, the convergence
+flags) is kept on the host on purpose (its entries are read as Python numbers every step, and a
+(≤ a few hundred)² ``eigh`` is faster there than a device launch); the results are moved back to
+``device``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 
 from .validate import check_choice, check_finite
 
+HOST = torch.device("cpu")  # where the projected (tridiagonal / block) problem is solved
 WHICH = ("LA", "SA", "LM")
 BOUNDS = ("residual", "gap")
 
@@ -42,7 +49,13 @@ class LanczosResult(NamedTuple):
     eigenvectors: torch.Tensor | None = None  # (dim, k) Ritz vectors when asked for
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """Return ``device`` as a torch.device (None: torch's current default device)."""
+    return torch.get_default_device() if device is None else torch.device(device)
+
+
 def _make_generator(generator: torch.Generator | None, seed: int | None, device) -> torch.Generator:
+    """Return ``generator``, or a new one on ``device`` seeded with ``seed`` (None: 0)."""
     if generator is not None:
         return generator
     g = torch.Generator(device=device)
@@ -62,7 +75,7 @@ def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
 def _ritz_gaps(theta: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     """Return, for each selected Ritz value, the distance to the nearest other Ritz value."""
     diff = (theta[sel, None] - theta[None, :]).abs()
-    diff[torch.arange(sel.numel()), sel] = float("inf")
+    diff[torch.arange(sel.numel(), device=theta.device), sel] = float("inf")
     return diff.min(dim=1).values
 
 
@@ -73,7 +86,7 @@ def _gs_rows(W: torch.Tensor, B: torch.Tensor, thresh: float) -> tuple[torch.Ten
     vectors dropped: Qn may have fewer rows than W).
     """
     rows: list[torch.Tensor] = []
-    R = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64)
+    R = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=HOST)
     for i in range(W.shape[0]):
         w = W[i].clone()
         if rows:
@@ -134,6 +147,8 @@ def lanczos(
     number of matvecs. ``bound="gap"`` also accepts residual²/gap ≤ tol·|θ_i| (an eigenvalue
     tolerance; see the module docstring). ``max_iter`` bounds the basis size (default min(dim, max(20k + 40, 100)),
     times block_size), hence memory dim × max_iter in ``dtype`` (the basis dtype; T is float64).
+    ``device`` holds the basis, draws the start vectors and receives the results (default: v0's
+    device, else torch's default device); ``matvec`` gets and must return vectors there.
     """
     check_choice(which, WHICH, "which")
     check_choice(bound, BOUNDS, "bound")
@@ -148,9 +163,12 @@ def lanczos(
     if max_iter is None:
         max_iter = max(20 * k + 40, 100) * p
     m_max = min(dim, max(int(max_iter), k, p))
-    gen = _make_generator(generator, seed, device if device is not None else "cpu")
+    if device is None and v0 is not None and isinstance(v0, torch.Tensor):
+        device = v0.device
+    device = resolve_device(device)
+    gen = _make_generator(generator, seed, device)
     Q = torch.empty(m_max + p, dim, dtype=dtype, device=device)
-    T = torch.zeros(m_max + p, m_max + p, dtype=torch.float64)
+    T = torch.zeros(m_max + p, m_max + p, dtype=torch.float64, device=HOST)
     empty = Q[:0]
 
     if v0 is not None:
@@ -170,7 +188,7 @@ def lanczos(
     m = 0
     scale = 0.0
     theta = s = None
-    conv = torch.zeros(0, dtype=torch.bool)
+    conv = torch.zeros(0, dtype=torch.bool, device=HOST)
     while True:
         s0, sz = cur
         blk = Q[s0 : s0 + sz]
@@ -218,7 +236,7 @@ def lanczos(
             if Qn.shape[0] == 0:
                 conv = torch.ones_like(conv)
                 break
-            R = torch.zeros(Qn.shape[0], sz, dtype=torch.float64)
+            R = torch.zeros(Qn.shape[0], sz, dtype=torch.float64, device=HOST)
         nn_ = Qn.shape[0]
         Q[m : m + nn_] = Qn
         T[m : m + nn_, s0:m] = R
@@ -230,4 +248,4 @@ def lanczos(
     vecs = None
     if return_vectors:
         vecs = Q[:m].T @ s[:, sel].to(dtype=dtype, device=Q.device)
-    return LanczosResult(vals, conv.clone(), n_mv, vecs)
+    return LanczosResult(vals.to(device), conv.clone().to(device), n_mv, vecs)

@@ -332,14 +332,15 @@ def ntk_metrics(
         "effective_rank": effective_rank(ev.clamp(min=0.0), name),
     }
     if y is not None:
-        Y = check_matrix(torch.as_tensor(y), "y", min_dim=1).to(torch.float64)
+        y = torch.as_tensor(y, device=M.device)
+        Y = check_matrix(y, "y", min_dim=1).to(torch.float64)
         if Y.numel() == M.shape[0]:
             Y = Y.reshape(-1, 1)
         else:
             Y = Y.reshape(Y.shape[0], -1)
         if Y.shape[0] != M.shape[0]:
             raise ValueError(
-                f"y of shape {tuple(torch.as_tensor(y).shape)} does not match {name} of size {M.shape[0]}"
+                f"y of shape {tuple(y.shape)} does not match {name} of size {M.shape[0]}"
             )
         yy = Y @ Y.T
         den = float(torch.linalg.matrix_norm(M) * torch.linalg.matrix_norm(yy))

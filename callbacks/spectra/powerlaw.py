@@ -104,17 +104,18 @@ def powerlaw_fit(
     logx = x.log()
 
     if not isinstance(xmin, str):
-        i0 = int(torch.searchsorted(x, torch.tensor(float(xmin), dtype=x.dtype)))
+        x0 = torch.tensor(float(xmin), dtype=x.dtype, device=x.device)
+        i0 = int(torch.searchsorted(x, x0))
         n = n_total - i0
         if n < 2:
             return _NAN_FIT
-        d = logx[i0:] - torch.log(torch.tensor(float(xmin), dtype=x.dtype))  # log(x / xmin)
+        d = logx[i0:] - torch.log(x0)  # log(x / xmin)
         s = float(d.sum())
         if s <= 0:
             return _NAN_FIT
         alpha = 1.0 + n / s
         theo = 1.0 - torch.exp((1.0 - alpha) * d)
-        emp = torch.arange(n, dtype=x.dtype) / n
+        emp = torch.arange(n, dtype=x.dtype, device=x.device) / n
         ks = float((theo - emp).abs().max())
         return PowerLawFit(alpha, float(xmin), ks, n, (alpha - 1.0) / n**0.5)
 

@@ -90,7 +90,7 @@ def alpha_req(
         raise ValueError(
             f"{name}: alpha_req needs at least 2 positive eigenvalues in ranks [{k_min}, {k_max}]"
         )
-    k = torch.arange(k_min, k_max + 1, dtype=torch.float64)
+    k = torch.arange(k_min, k_max + 1, dtype=torch.float64, device=ev.device)
     x, y = k.log(), ev[k_min - 1 : k_max].log()
     xc, yc = x - x.mean(), y - y.mean()
     slope = float((xc * yc).sum() / xc.square().sum())

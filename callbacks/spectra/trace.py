@@ -1,4 +1,10 @@
-"""Stochastic trace estimators (Hutchinson, Hutch++) and stochastic Lanczos quadrature densities."""
+"""Stochastic trace estimators (Hutchinson, Hutch++) and stochastic Lanczos quadrature densities.
+
+Probe vectors are drawn by a generator on ``device`` (default: torch's default device; a given
+``generator`` draws on its own device and the probes are moved) and the operator is applied to
+them there. SLQ solves its small tridiagonal problems on the host and returns nodes, weights and
+the density on ``device``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from .lanczos import _make_generator
+from .lanczos import HOST, _make_generator, resolve_device
 from .validate import check_finite
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
@@ -23,6 +29,7 @@ class TraceEstimate(NamedTuple):
 
 
 def _rademacher(shape: tuple[int, ...], gen: torch.Generator, dtype, device) -> torch.Tensor:
+    """Return ±1 entries of ``shape`` drawn on the generator's device, moved to ``device``."""
     r = torch.randint(0, 2, shape, generator=gen, device=gen.device)
     return (2 * r - 1).to(dtype=dtype, device=device)
 
@@ -39,9 +46,11 @@ def _apply(matvec: Matvec, V: torch.Tensor, dim: int, name: str) -> torch.Tensor
 
 
 def _setup(dim: int, n: int, what: str, generator, seed, device):
+    """Return (generator, device): ``generator`` or a seeded one on ``device`` (None: default)."""
     if dim < 1 or n < 1:
         raise ValueError(f"{what} needs dim >= 1 and a positive sample count, got {dim}, {n}")
-    return _make_generator(generator, seed, device if device is not None else "cpu")
+    device = resolve_device(device)
+    return _make_generator(generator, seed, device), device
 
 
 def hutchinson_trace(
@@ -55,7 +64,7 @@ def hutchinson_trace(
     name: str = "operator",
 ) -> TraceEstimate:
     """Hutchinson estimate tr(A) ≈ (1/s) Σ_i z_iᵀ A z_i with s Rademacher probes z_i (unbiased)."""
-    gen = _setup(dim, n_samples, "hutchinson_trace", generator, seed, device)
+    gen, device = _setup(dim, n_samples, "hutchinson_trace", generator, seed, device)
     Z = _rademacher((dim, n_samples), gen, dtype, device)
     vals = (Z * _apply(matvec, Z, dim, name)).sum(0)
     se = float(vals.std() / math.sqrt(n_samples)) if n_samples > 1 else 0.0
@@ -80,7 +89,7 @@ def hutchpp_trace(
     """
     if n_matvecs < 3:
         raise ValueError(f"hutchpp_trace needs n_matvecs >= 3, got {n_matvecs}")
-    gen = _setup(dim, n_matvecs, "hutchpp_trace", generator, seed, device)
+    gen, device = _setup(dim, n_matvecs, "hutchpp_trace", generator, seed, device)
     s = min(math.ceil(n_matvecs / 3), dim)
     g = n_matvecs - 2 * s
     if g < 1:
@@ -117,17 +126,18 @@ def slq_quadrature(
 ) -> SLQResult:
     """Per probe z (Rademacher, ‖z‖ = 1): m = n_steps Lanczos steps give T = S diag(θ) Sᵀ and
     zᵀ f(A) z ≈ Σ_j τ_j f(θ_j), τ_j = S_{1j}². So (1/dim) tr f(A) ≈ mean over probes."""
-    gen = _setup(dim, n_probes, "slq_quadrature", generator, seed, device)
+    gen, device = _setup(dim, n_probes, "slq_quadrature", generator, seed, device)
     m = max(1, min(int(n_steps), dim))
-    nodes = torch.zeros(n_probes, m, dtype=torch.float64)
-    weights = torch.zeros(n_probes, m, dtype=torch.float64)
+    # the tridiagonal problems are solved on the host (their entries are Python numbers anyway)
+    nodes = torch.zeros(n_probes, m, dtype=torch.float64, device=HOST)
+    weights = torch.zeros(n_probes, m, dtype=torch.float64, device=HOST)
     n_mv = 0
     for p in range(n_probes):
         z = _rademacher((dim,), gen, dtype, device)
         Q = torch.zeros(m, dim, dtype=dtype, device=device)
         Q[0] = z / math.sqrt(dim)
-        al = torch.zeros(m, dtype=torch.float64)
-        be = torch.zeros(max(m - 1, 0), dtype=torch.float64)
+        al = torch.zeros(m, dtype=torch.float64, device=HOST)
+        be = torch.zeros(max(m - 1, 0), dtype=torch.float64, device=HOST)
         steps = m
         for j in range(m):
             w = matvec(Q[j])
@@ -154,7 +164,7 @@ def slq_quadrature(
         weights[p, :steps] = S[0].square()
         if steps < m:
             nodes[p, steps:] = th[-1]  # zero-weight padding
-    return SLQResult(nodes, weights, n_mv)
+    return SLQResult(nodes.to(device), weights.to(device), n_mv)
 
 
 def slq_density(
@@ -184,9 +194,11 @@ def slq_density(
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     if grid is None:
-        grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, n_grid, dtype=torch.float64)
+        grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, n_grid, dtype=torch.float64,
+                              device=res.nodes.device)
     else:
-        grid = check_finite(torch.as_tensor(grid, dtype=torch.float64).reshape(-1), "grid")
+        grid = torch.as_tensor(grid, dtype=torch.float64, device=res.nodes.device)
+        grid = check_finite(grid.reshape(-1), "grid")
     diff = grid[:, None, None] - res.nodes[None]
     kern = torch.exp(-0.5 * (diff / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
     density = (kern * res.weights[None]).sum((1, 2)) / res.nodes.shape[0]

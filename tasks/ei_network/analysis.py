@@ -8,46 +8,48 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.base import aggregate
+
 REGIME_ORDER = ["stable", "global_sync", "global_osc", "bump", "wave", "chaos", "diverged"]
 PARAM_KEYS = ["gbar_ee", "gbar_ie", "gbar_ei", "gbar_ii", "range_ee", "range_ie", "range_ei",
               "range_ii", "g_het", "density"]
 COLORS = {"stable": "#ffffff", "global_sync": "#3b6fd6", "global_osc": "#2ca02c",
           "bump": "#f2d13c", "wave": "#e377c2", "chaos": "#7f7f7f", "diverged": "#000000"}
+# summary column <- paper metric
+METRICS = {"predicted": "predicted_regime", "observed": "observed_regime",
+           "R_theory": "bulk_radius_theory", "R_empirical": "bulk_radius_empirical",
+           "R_rel_error": "bulk_radius_rel_error", "outlier_max_dist": "outlier_max_distance",
+           "top_outlier_dist": "top_outlier_distance", "top_outlier_theory": "top_outlier_theory",
+           "top_outlier_empirical": "top_outlier_empirical", "f_pred": "predicted_frequency",
+           "f_obs": "dominant_frequency", "n_pred": "predicted_wavenumber",
+           "n_obs": "dominant_wavenumber"}
+COLUMNS = ["preset", "seed", "dim", "n_exc", *PARAM_KEYS, "predicted", "observed", "match",
+           *list(METRICS)[2:]]
 
 
 def _cplx(v: Any) -> complex | None:
-    """Return [re, im] as a complex number (None stays None)."""
-    return None if v is None else complex(v[0], v[1])
+    """Return [re, im] as a complex number (None and NaN give None)."""
+    return None if not isinstance(v, (list, tuple)) else complex(v[0], v[1])
 
 
 def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
     """Return one row per completed run: parameters, predicted/observed regime, spectral errors,
     predicted/observed frequency (1/τ) and wavenumber."""
-    rows = []
-    for r in results:
-        if r.get("status") != "completed":
-            continue
-        pm = r["paper_metrics"]
-        top_th, top_emp = _cplx(pm.get("top_outlier_theory")), _cplx(pm.get("top_outlier_empirical"))
-        rows.append({
-            "preset": pm.get("preset"), "seed": int(r.get("seed", 0)), "dim": pm.get("dim"),
-            "n_exc": pm.get("n_exc"),
-            **{k: pm.get(k) for k in PARAM_KEYS},
-            "predicted": pm.get("predicted_regime"), "observed": pm.get("observed_regime"),
-            "match": pm.get("predicted_regime") == pm.get("observed_regime"),
-            "R_theory": pm.get("bulk_radius_theory"), "R_empirical": pm.get("bulk_radius_empirical"),
-            "R_rel_error": pm.get("bulk_radius_rel_error"),
-            "outlier_max_dist": pm.get("outlier_max_distance"),
-            "top_outlier_dist": pm.get("top_outlier_distance",
-                                       None if top_emp is None else abs(top_emp - top_th)),
-            "top_outlier_theory": None if top_th is None else f"{top_th:.3f}",
-            "top_outlier_empirical": None if top_emp is None else f"{top_emp:.3f}",
-            "f_pred": pm.get("predicted_frequency"), "f_obs": pm.get("dominant_frequency"),
-            "n_pred": pm.get("predicted_wavenumber"), "n_obs": pm.get("dominant_wavenumber"),
-        })
-    frame = pd.DataFrame(rows)
+    frame = aggregate.runs_table(results, params=["preset", "dim", "n_exc", *PARAM_KEYS],
+                                 metrics=METRICS)
     if frame.empty:
-        return frame
+        return pd.DataFrame()
+    frame["preset"] = frame["preset"].fillna("none")
+    frame["match"] = frame["predicted"] == frame["observed"]
+    top_th = [_cplx(v) for v in frame["top_outlier_theory"]]
+    top_emp = [_cplx(v) for v in frame["top_outlier_empirical"]]
+    # λ* distance: the metric, else |λ*_emp − λ*_theory| when both are known
+    fallback = [np.nan if e is None or t is None else abs(e - t) for t, e in zip(top_th, top_emp)]
+    frame["top_outlier_dist"] = frame["top_outlier_dist"].fillna(
+        pd.Series(fallback, index=frame.index, dtype=float))
+    frame["top_outlier_theory"] = [None if v is None else f"{v:.3f}" for v in top_th]
+    frame["top_outlier_empirical"] = [None if v is None else f"{v:.3f}" for v in top_emp]
+    frame = frame[COLUMNS].copy()
     frame["_order"] = frame["predicted"].map({k: i for i, k in enumerate(REGIME_ORDER)})
     frame = frame.sort_values(["_order", *[k for k in PARAM_KEYS if k in frame], "seed"])
     frame = frame.drop(columns="_order").reset_index(drop=True)
@@ -97,17 +99,18 @@ def notes(summary: pd.DataFrame) -> str:
 def _theory_map(results: list[dict[str, Any]], keys: list[str],
                 grids: list[np.ndarray]) -> np.ndarray:
     """Return the theory regime index on the grid of the two varying parameters."""
+    from dataclasses import fields
+
     from tasks.ei_network.config import Config
     from tasks.ei_network.theory import theory_from_config
 
-    pm = next(r["paper_metrics"] for r in results if r.get("status") == "completed")
-    base = {k: pm[k] for k in PARAM_KEYS}
+    names = {f.name for f in fields(Config)}
+    params = next(r["params"] for r in results if r.get("status") == "completed")
+    base = {k: v for k, v in params.items() if k in names}
     out = np.zeros((len(grids[1]), len(grids[0])), dtype=int)
     for i, y in enumerate(grids[1]):
         for j, x in enumerate(grids[0]):
-            cfg = Config(preset=None, dim=int(pm["dim"]), n_exc=int(pm["n_exc"]),
-                         inh_ratio=pm["n_inh"] / pm["n_exc"], range_scale=pm["range_scale"],
-                         **{**base, keys[0]: float(x), keys[1]: float(y)})
+            cfg = Config(**{**base, "preset": None, keys[0]: float(x), keys[1]: float(y)})
             out[i, j] = REGIME_ORDER.index(theory_from_config(cfg).regime)
     return out
 

@@ -7,9 +7,10 @@ fills the Nones in, so after construction every field holds a number.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from runner.validation import ConfigError, check_choice, check_positive, check_range
+from tasks.base.contract import choices
 
 # ḡ as (EE, IE, EI, II), d in the same order (paper size N_E = 40,000), g, density α.
 PRESETS: dict[str, dict[str, float]] = {
@@ -27,17 +28,21 @@ PRESETS: dict[str, dict[str, float]] = {
                   range_ie=0.05, range_ei=0.05, range_ii=0.085, g_het=0.9, density=0.95),
 }
 SPEC_DEFAULT_PRESET = "stable"
-REGIMES = ("stable", "global_sync", "global_osc", "bump", "wave", "chaos", "diverged")
 N_REF = 40_000  # the paper's N_E: the ranges above are for this size
 N_REF_1D = 800  # 1D reference: ranges ×2 at N_E = 800 keep all six labels (the spec)
 SCALE_1D = 2.0
 POPS = ("ee", "ie", "ei", "ii")  # (post, pre): E←E, I←E, E←I, I←I
 
 
+Preset = choices("Preset", " ".join(PRESETS), __name__)
+Mode = choices("Mode", "simulate infer", __name__)
+EigMethod = choices("EigMethod", "dense sparse none", __name__)
+
+
 @dataclass
 class Config:
-    preset: str | None = "bump"
-    mode: str = "simulate"
+    preset: Preset | None = Preset.bump
+    mode: Mode = Mode.simulate
     dim: int = 2
     n_exc: int = 2500
     inh_ratio: float = 0.25
@@ -60,7 +65,7 @@ class Config:
     inh_gain_scale: float = 5.0
     init_low: float = -3.5
     init_high: float = 6.5
-    eig_method: str = "dense"
+    eig_method: EigMethod = EigMethod.dense
     n_max_wave: int = 12
     burn_in: float = 500.0
     sparse_subset: int = 2000
@@ -75,15 +80,11 @@ class Config:
     infer_train_frac: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.preset is not None:
-            check_choice("task.preset", self.preset, list(PRESETS))
         base = PRESETS[self.preset or SPEC_DEFAULT_PRESET]
         for key, value in base.items():
             if getattr(self, key) is None:
                 setattr(self, key, float(value))
-        check_choice("task.mode", self.mode, ["simulate", "infer"])
         check_choice("task.dim", self.dim, [1, 2])
-        check_choice("task.eig_method", self.eig_method, ["dense", "sparse", "none"])
         check_range("task.n_exc", self.n_exc, 4, None)
         check_range("task.inh_ratio", self.inh_ratio, 0, 1, low_inclusive=False)
         check_range("task.density", self.density, 0, 1, low_inclusive=False)
@@ -165,13 +166,3 @@ class Config:
     def ranges(self) -> dict[str, float]:
         """Return the effective ranges d_ab·range_scale keyed by 'ee', 'ie', 'ei', 'ii'."""
         return {p: float(getattr(self, f"range_{p}")) * self.scale for p in POPS}
-
-    def network_key(self) -> dict:
-        """Return the values that define the connectivity distribution (a cache key)."""
-        keys = ("dim", "n_exc", "inh_ratio", "density", "g_het", *(f"gbar_{p}" for p in POPS),
-                *(f"range_{p}" for p in POPS))
-        return {**{k: getattr(self, k) for k in keys}, "scale": self.scale}
-
-    def param_names(self) -> list[str]:
-        """Return the names of all fields."""
-        return [f.name for f in fields(self)]

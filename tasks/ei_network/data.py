@@ -1,39 +1,34 @@
 """Data of the ei_network task: the connectivity draw J (and, for mode=infer, a recording).
 
-Both are built once as Hugging Face datasets keyed by a hash of what generates them
-(`runner.data_cache.cached_dataset`) and reloaded: J as one row per synapse (post, pre, w), the
-recording as one row per frame (t, x).
+Both are cached tensors (`tasks.base.TensorDataModule`) keyed by what generates them: J as its
+non-zero entries (post, pre, w) and the largest connection probability (the draw), the
+recording as its frames x, their times and the divergence flags (part "recording", keyed by the
+network and the dynamics parameters).
 """
 
 from __future__ import annotations
 
-import datasets
-import numpy as np
-import pytorch_lightning as pl
+import math
+
 import torch
 from torch.utils.data import DataLoader
 
 from runner.batches import RepeatedBatch
-from runner.data_cache import cached_dataset
-from tasks.ei_network.config import Config
+from tasks.base import TensorDataModule
+from tasks.ei_network.config import POPS, Config
 from tasks.ei_network.connectivity import draw_connectivity, from_coo, to_coo
 from tasks.ei_network.simulate import Recording, simulate
 
-CACHE_VERSION = 1
 SIM_SEED_OFFSET = 7919  # the simulation's noise / initial state use seed + this
+SIM_KEYS = ("tau", "dt", "t_total", "record_every", "noise_std", "inh_gain_scale", "init_low",
+            "init_high")
 
 
-def network_cache_key(cfg: Config, seed: int) -> dict:
-    """Return the key of the connectivity draw: the network parameters and the seed."""
-    return {"task": "ei_network", "kind": "J", "version": CACHE_VERSION, "seed": int(seed),
-            **cfg.network_key()}
-
-
-def recording_cache_key(cfg: Config, seed: int) -> dict:
-    """Return the key of a recording: the network key plus the dynamics parameters."""
-    sim = {k: getattr(cfg, k) for k in ("tau", "dt", "t_total", "record_every", "noise_std",
-                                        "inh_gain_scale", "init_low", "init_high")}
-    return {**network_cache_key(cfg, seed), "kind": "recording", **sim}
+def network_config(cfg: Config) -> dict:
+    """Return the values that define the connectivity distribution (the draw's config)."""
+    keys = ("dim", "n_exc", "inh_ratio", "density", "g_het", *(f"gbar_{p}" for p in POPS),
+            *(f"range_{p}" for p in POPS))
+    return {**{k: getattr(cfg, k) for k in keys}, "scale": cfg.scale}
 
 
 def draw_j(cfg: Config, seed: int) -> tuple[torch.Tensor, dict]:
@@ -50,63 +45,41 @@ def run_dynamics(cfg: Config, j: torch.Tensor, seed: int) -> Recording:
                     init_high=cfg.init_high, seed=seed + SIM_SEED_OFFSET)
 
 
-def _column(ds: datasets.Dataset, key: str) -> np.ndarray:
-    """Return a dataset column as a numpy array (lists become a 2-D array)."""
-    import pyarrow as pa
-
-    col = ds.data.table.column(key).combine_chunks()
-    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        width = len(col[0]) if len(col) else 0
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    return col.to_numpy(zero_copy_only=False)
-
-
-class EINetworkData(pl.LightningDataModule):
+class EINetworkData(TensorDataModule):
     """Draws (or reloads) J; in mode=infer also the activity recording to be fitted."""
 
     def __init__(self, params: Config, data_dir: str, seed: int) -> None:
-        super().__init__()
-        self.cfg, self.data_dir, self.seed = params, data_dir, int(seed)
+        super().__init__(params, data_dir, seed)
         self.j: torch.Tensor | None = None
         self.info: dict = {}
         self.recording: Recording | None = None
 
-    def _network(self) -> datasets.Dataset:
-        def build() -> datasets.Dataset:
-            j, info = draw_j(self.cfg, self.seed)
-            coo = to_coo(j)
-            cols = {k: v.numpy() for k, v in coo.items()}
-            cols["max_connection_prob"] = np.full(len(cols["w"]), info["max_connection_prob"])
-            return datasets.Dataset.from_dict(cols)
-        return cached_dataset(self.data_dir, "ei_network", network_cache_key(self.cfg, self.seed),
-                              build)
+    def generating_config(self) -> dict:
+        return network_config(self.cfg)
 
-    def _recording(self) -> datasets.Dataset:
-        def build() -> datasets.Dataset:
-            rec = run_dynamics(self.cfg, self.j, self.seed)
-            return datasets.Dataset.from_dict({"t": rec.times.numpy(),
-                                               "x": list(rec.x.numpy().astype(np.float32)),
-                                               "diverged": [rec.diverged] * len(rec.times)})
-        return cached_dataset(self.data_dir, "ei_network",
-                              recording_cache_key(self.cfg, self.seed), build)
+    def build(self) -> dict[str, torch.Tensor]:
+        j, info = draw_j(self.cfg, self.seed)
+        return {**to_coo(j), "max_connection_prob": torch.tensor(
+            info["max_connection_prob"], dtype=torch.float64)}
 
-    def prepare_data(self) -> None:
-        self._network()
+    def _build_recording(self) -> dict[str, torch.Tensor]:
+        rec = run_dynamics(self.cfg, self.j, self.seed)
+        at = math.nan if rec.diverged_at is None else rec.diverged_at
+        return {"x": rec.x.to(torch.float32), "t": rec.times,
+                "diverged": torch.tensor(rec.diverged),
+                "diverged_at": torch.tensor(at, dtype=torch.float64)}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.j is None:
-            ds = self._network()
-            n = self.cfg.n_exc + self.cfg.n_inh
-            post, pre, w = (torch.from_numpy(_column(ds, k).copy()) for k in ("post", "pre", "w"))
-            self.j = from_coo(post, pre, w, n)
-            probs = _column(ds, "max_connection_prob")
-            self.info = {"max_connection_prob": float(probs[0]) if len(probs) else 0.0}
-        if self.cfg.mode == "infer" and self.recording is None:
-            ds = self._recording()
-            x = torch.from_numpy(_column(ds, "x").astype(np.float32))
-            self.recording = Recording(x=x, times=torch.from_numpy(_column(ds, "t").copy()),
-                                       diverged=bool(_column(ds, "diverged")[0]),
-                                       diverged_at=None)
+    def on_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        n = self.cfg.n_exc + self.cfg.n_inh
+        self.j = from_coo(tensors["post"], tensors["pre"], tensors["w"], n)
+        self.info = {"max_connection_prob": float(tensors["max_connection_prob"])}
+        if self.cfg.mode == "infer":
+            sim = {k: getattr(self.cfg, k) for k in SIM_KEYS}
+            rec = self.cached("recording", {**self.generating_config(), **sim},
+                              self._build_recording)
+            at = float(rec["diverged_at"])
+            self.recording = Recording(x=rec["x"], times=rec["t"], diverged=bool(rec["diverged"]),
+                                       diverged_at=None if math.isnan(at) else at)
 
     def train_dataloader(self) -> DataLoader:
         if self.cfg.mode == "infer":

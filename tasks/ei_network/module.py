@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from tasks.base.contract import resolved_params
 from tasks.ei_network import order
 from tasks.ei_network.config import POPS, Config
-from tasks.ei_network.data import network_cache_key, run_dynamics
+from tasks.ei_network.data import run_dynamics
 from tasks.ei_network.inference import MeanFieldFit, observed_input
 from tasks.ei_network.simulate import Recording
 from tasks.ei_network.spectrum import (
@@ -72,12 +72,13 @@ class EINetworkModule(pl.LightningModule):
     def __init__(self, params: Config) -> None:
         super().__init__()
         self.cfg = params
-        self.save_hyperparameters(asdict(params))
+        self.save_hyperparameters(resolved_params(params))
         self.automatic_optimization = params.mode == "infer"
         self.theory = theory_from_config(params)
         self.outcome: dict[str, Any] = {}
         self.j: torch.Tensor | None = None
         self.data_seed = 0
+        self.data_key: dict = {}
         self.info: dict = {}
         self.eigvals: torch.Tensor | None = None
         if params.mode == "infer":
@@ -90,7 +91,7 @@ class EINetworkModule(pl.LightningModule):
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
-        self.j, self.info, self.data_seed = dm.j, dm.info, dm.seed
+        self.j, self.info, self.data_seed, self.data_key = dm.j, dm.info, dm.seed, dm.cache_key()
         if self.cfg.mode == "infer":
             c = self.cfg
             u, phi = observed_input(dm.recording.x, c.dt * c.record_every, c.tau, c.n_exc,
@@ -118,7 +119,7 @@ class EINetworkModule(pl.LightningModule):
         if c.eig_method == "none":
             return {}
         th = self.theory
-        key = {**network_cache_key(c, self.data_seed), "eig_method": c.eig_method}
+        key = {**self.data_key, "eig_method": c.eig_method}
         start = time.time()
         if c.eig_method == "dense":
             evals, loaded = cached_eigenvalues(self._cache_dir(), key,
@@ -210,16 +211,12 @@ class EINetworkModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ outputs
     def paper_metrics(self) -> dict[str, Any]:
-        """Return predicted vs observed regime, theory vs empirical spectrum, order parameters."""
+        """Return predicted vs observed regime, theory vs empirical spectrum, order parameters
+        (the resolved parameters, preset values filled in, are in results.json["params"])."""
         if self.cfg.mode == "infer" and not self.outcome and self._trainer is not None:
             self.outcome = self._finish_inference()
         c = self.cfg
-        out: dict[str, Any] = {"mode": c.mode, "preset": c.preset or "none", "dim": c.dim,
-                               "n_exc": c.n_exc, "n_inh": c.n_inh, "range_scale": c.scale}
-        out.update({k: getattr(c, k) for k in ("density", "g_het")})
-        out.update({f"gbar_{p}": v for p, v in c.gbar().items()})
-        out.update({f"range_{p}": getattr(c, f"range_{p}") for p in POPS})
-        out.update(theory_metrics(self.theory))
+        out: dict[str, Any] = theory_metrics(self.theory)
         th_unwrapped = theory(c.gbar(), c.ranges(), c.g_het, c.density,
                               {"e": c.n_exc, "i": c.n_inh}, c.dim, 1, wrapped=False)
         out["bulk_radius_theory_unwrapped"] = th_unwrapped.radius

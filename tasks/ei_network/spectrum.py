@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from callbacks.spectra import count_outliers, eigvals_general
-from runner.data_cache import config_hash
+from tasks.base.data import config_hash
 
 BULK_QUANTILE = 0.99
 

@@ -11,43 +11,42 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.base import aggregate
+from tasks.farad.config import resolve_reference
+
 METHODS = ("fixmatch", "cdmad-gray", "cdmad-ones", "farad")
 SETTING = ["gamma_l", "gamma_u", "pseudo_label", "iterations"]
+# the parameters that name a method (see method_label)
+LABEL_PARAMS = ["method", "reference", "ref_refresh", "amp_source", "bias_average"]
 METRICS = {"bacc": "balanced_acc", "gm": "gm_recall", "tail3": "tail3_recall",
            "corr": "bias_prior_corr", "bacc_raw": "balanced_acc_raw",
            "diag_corr_fourier": "diag_corr_fourier", "diag_corr_gray": "diag_corr_gray",
            "diag_corr_ones": "diag_corr_ones"}
+WITH_SD = ("bacc", "gm", "tail3", "corr")
 BASELINES = {"fm": "fixmatch", "cdg": "cdmad-gray"}
+PAIRED = ("bacc", "tail3")
 ACC_MARGIN = 0.01   # claims 2 and 3: "at most 1 point"
 REVERSED, MATCHED = 0.1, 10.0
 
 
-def method_label(pm: dict[str, Any]) -> str:
-    """Return fixmatch | cdmad-<reference> | farad, with -bank / -per_image / -log_softmax
-    suffixes for non-default FARAD settings."""
-    if pm["method"] == "cdmad":
-        return f"cdmad-{pm['reference']}"
-    if pm["method"] == "farad":
-        extra = [pm[k] for k, d in (("ref_refresh", "step"), ("amp_source", "mean"),
-                                    ("bias_average", "logits")) if pm.get(k, d) != d]
+def method_label(params: dict[str, Any]) -> str:
+    """Return fixmatch | cdmad-<resolved reference> | farad, with -bank / -per_image /
+    -log_softmax suffixes for non-default FARAD settings."""
+    if params["method"] == "cdmad":
+        return f"cdmad-{resolve_reference(params['method'], params.get('reference', 'auto'))}"
+    if params["method"] == "farad":
+        extra = [params[k] for k, d in (("ref_refresh", "step"), ("amp_source", "mean"),
+                                        ("bias_average", "logits")) if params.get(k, d) != d]
         return "-".join(["farad", *extra])
-    return pm["method"]
+    return params["method"]
 
 
 def runs_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return one row per completed run: setting, method label, seed and the metrics."""
-    rows = []
-    for r in results:
-        if r.get("status") != "completed" or not r.get("paper_metrics"):
-            continue
-        pm = r["paper_metrics"]
-        row = {"method": method_label(pm), "seed": int(r["seed"]),
-               **{k: pm[k] for k in SETTING}}
-        for short, key in METRICS.items():
-            value = pm.get(key)
-            row[short] = np.nan if value is None else float(value)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Return one row per completed run: method label, seed, setting and the metrics."""
+    runs = aggregate.runs_table(results, params=[*LABEL_PARAMS, *SETTING], metrics=METRICS,
+                                require="balanced_acc")
+    runs["method"] = [method_label(p) for p in runs[LABEL_PARAMS].to_dict("records")]
+    return runs.drop(columns=["job_dir", *LABEL_PARAMS[1:]])
 
 
 def _order(label: str) -> int:
@@ -62,27 +61,22 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
     runs = runs_table(results)
     if runs.empty:
         return pd.DataFrame(columns=["gamma_l", "gamma_u", "method", "n_seeds", "bacc"])
-    rows = []
-    for key, g in runs.groupby(SETTING, sort=True):
-        setting = dict(zip(SETTING, key))
-        base = {name: g[g["method"] == label].set_index("seed")
-                for name, label in BASELINES.items()}
-        for label in sorted(g["method"].unique(), key=lambda m: (_order(m), m)):
-            gm = g[g["method"] == label].set_index("seed")
-            row = {**setting, "method": label, "n_seeds": int(len(gm))}
-            for short in METRICS:
-                row[short] = float(gm[short].mean())
-                if short in ("bacc", "gm", "tail3", "corr"):
-                    row[f"{short}_sd"] = float(gm[short].std(ddof=1)) if len(gm) > 1 else np.nan
-            for name, ref in base.items():
-                for short in ("bacc", "tail3"):
-                    seeds = gm.index.intersection(ref.index)
-                    diff = gm.loc[seeds, short] - ref.loc[seeds, short]
-                    row[f"d{short}_{name}"] = float(diff.mean()) if len(diff) else np.nan
-                    row[f"d{short}_{name}_sd"] = (float(diff.std(ddof=1)) if len(diff) > 1
-                                                  else np.nan)
-            rows.append(row)
-    return pd.DataFrame(rows)
+    runs["order"] = runs["method"].map(_order)
+    diffs = []
+    for name, label in BASELINES.items():
+        for short in PAIRED:
+            col = f"d{short}_{name}"
+            runs[col] = aggregate.paired_difference(runs, [*SETTING, "seed"], "method", label,
+                                                    short).to_numpy()
+            diffs.append(col)
+    by = [*SETTING, "order", "method"]
+    table = aggregate.mean_sd(runs, by, [*METRICS, *diffs], mean_suffix="")
+    columns = [*SETTING, "method", "n_seeds"]
+    for short in METRICS:
+        columns += [short, f"{short}_sd"] if short in WITH_SD else [short]
+    for col in diffs:
+        columns += [col, f"{col}_sd"]
+    return table[columns]
 
 
 def _value(summary: pd.DataFrame, setting: dict[str, Any], method: str, col: str) -> float:
@@ -171,7 +165,7 @@ def reference_profiles(seed: int = 0, n_clouds: int = 256, gamma_l: float = 10.0
     import torch
 
     from tasks.farad.config import Config
-    from tasks.farad.data import build_split, dataset_to_split
+    from tasks.farad.data import draw_split
     from tasks.farad.references import (
         amplitude_spectrum,
         fourier_clouds,
@@ -181,8 +175,7 @@ def reference_profiles(seed: int = 0, n_clouds: int = 256, gamma_l: float = 10.0
     )
 
     cfg = Config(gamma_l=gamma_l, gamma_u=gamma_u)
-    split = dataset_to_split(build_split(seed, cfg.test_per_class, cfg.labeled_counts,
-                                         cfg.unlabeled_counts))
+    split = draw_split(seed, cfg.test_per_class, cfg.labeled_counts, cfg.unlabeled_counts)
     train = torch.cat([split["x_labeled"], split["x_unlabeled"]])
     mu, sd = float(split["x_labeled"].mean()), float(split["x_labeled"].std())
     gen = torch.Generator().manual_seed(seed)

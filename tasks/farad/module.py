@@ -9,7 +9,6 @@ consistency loss. Evaluation uses the EMA model and predicts argmax(f(x) − b_e
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from callbacks.spectra import StreamingCovariance
+from tasks.base.contract import resolved_params
 from tasks.farad import augment
 from tasks.farad.config import Config
 from tasks.farad.data import IMAGE_SHAPE
@@ -95,7 +95,7 @@ class FaradModule(pl.LightningModule):
     def __init__(self, params: Config) -> None:
         super().__init__()
         self.cfg = params
-        self.save_hyperparameters(asdict(params))
+        self.save_hyperparameters(resolved_params(params))
         in_dim = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
         self.net = MLP(in_dim, params.hidden, N_CLASSES)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -263,18 +263,9 @@ class FaradModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- outputs
     def paper_metrics(self) -> dict[str, Any]:
-        """Return bACC, GM, per-class and tail3 recall, b, corr(b, log prior) and the settings."""
-        c = self.cfg
-        out = dict(self.final_evaluation())
-        out.update({
-            "method": c.method, "reference": c.ref_kind, "pseudo_label": c.pseudo_label,
-            "threshold": c.threshold, "n_refs": c.n_refs, "ref_refresh": c.ref_refresh,
-            "amp_source": c.amp_source, "bias_average": c.bias_average,
-            "debias_start": c.debias_start, "iterations": c.iterations,
-            "gamma_l": c.gamma_l, "gamma_u": c.gamma_u, "labeled_counts": c.labeled_counts,
-            "unlabeled_counts": c.unlabeled_counts, "ema_decay": c.ema_decay, "lr": c.lr,
-        })
-        return out
+        """Return bACC, GM, per-class and tail3 recall, b and corr(b, log prior) (the resolved
+        parameters are in results.json["params"])."""
+        return dict(self.final_evaluation())
 
     def spectral_probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the fixed probe batch: the normalised balanced test images and labels."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from tasks.base import aggregate
 
 # The spec's reconstruction (one seed, m = 1) and the paper's abstract (s = 1 only).
 RECONSTRUCTION = {
@@ -18,23 +19,10 @@ PAPER = {"gd": {1.0: 0.12}, "natural_gradient": {1.0: 0.31}}
 OPTIMIZER_ORDER = ["gd", "diag", "adam", "matrix_sign", "natural_gradient"]
 
 
-def fit_exponent(widths: np.ndarray, losses: np.ndarray) -> float:
-    """Return alpha = −slope of the OLS fit of log L against log N."""
-    slope = np.polyfit(np.log(widths), np.log(losses), 1)[0]
-    return float(-slope)
-
-
 def runs_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return one row per completed run: optimizer, s, n_features, seed, steps, test_loss."""
-    rows = []
-    for r in results:
-        if r.get("status") != "completed":
-            continue
-        pm = r["paper_metrics"]
-        rows.append({"optimizer": pm["optimizer"], "s": float(pm["s"]),
-                     "n_features": int(pm["n_features"]), "seed": int(r["seed"]),
-                     "steps": int(pm["steps"]), "test_loss": float(pm["test_loss"])})
-    return pd.DataFrame(rows)
+    """Return one row per completed run: seed, optimizer, s, n_features, steps, test_loss."""
+    return aggregate.runs_table(results, params=["optimizer", "s", "n_features", "steps"],
+                                metrics=["test_loss"], require="test_loss")
 
 
 def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -48,17 +36,14 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         g = g.sort_values("n_features")
         per_seed.append({"optimizer": opt, "s": s, "steps": steps, "seed": seed,
-                         "alpha": fit_exponent(g["n_features"].to_numpy(),
-                                               g["test_loss"].to_numpy()),
+                         "alpha": -aggregate.fit_power_law(g["n_features"], g["test_loss"]),
                          "n_widths": len(g)})
     per_seed = pd.DataFrame(per_seed)
     if per_seed.empty:
         return pd.DataFrame(columns=["optimizer", "s", "alpha", "alpha_sd", "n_seeds"])
-    table = (per_seed.groupby(["optimizer", "s", "steps"])
-             .agg(alpha=("alpha", "mean"), alpha_sd=("alpha", "std"), n_seeds=("seed", "nunique"),
-                  n_widths=("n_widths", "max"))
-             .reset_index())
+    table = aggregate.mean_sd(per_seed, ["optimizer", "s", "steps"], ["alpha"], mean_suffix="")
     table["alpha_sd"] = table["alpha_sd"].fillna(0.0)
+    table["n_widths"] = per_seed.groupby(["optimizer", "s", "steps"])["n_widths"].max().to_numpy()
     table["alpha_reconstruction"] = [RECONSTRUCTION.get(o, {}).get(s) for o, s in
                                      zip(table["optimizer"], table["s"])]
     table["alpha_paper"] = [PAPER.get(o, {}).get(s) for o, s in zip(table["optimizer"],

@@ -3,15 +3,16 @@
 from dataclasses import dataclass, field
 
 from runner.validation import ConfigError, check_choice, check_positive, check_range
+from tasks.base.contract import choices
 
-OPTIMIZERS = ("gd", "diag", "adam", "matrix_sign", "natural_gradient")
-SOLVERS = ("iterative", "closed_form")
-CLOSED_FORM_OPTIMIZERS = ("gd", "diag", "natural_gradient")
+Optimizer = choices("Optimizer", "gd diag adam matrix_sign natural_gradient", __name__)
+Solver = choices("Solver", "iterative closed_form", __name__)
+CLOSED_FORM_OPTIMIZERS = (Optimizer.gd, Optimizer.diag, Optimizer.natural_gradient)
 
 
 @dataclass
 class Config:
-    optimizer: str = "gd"
+    optimizer: Optimizer = Optimizer.gd
     n_features: int = 256
     s: float = 1.0
     latent_dim: int = 4096
@@ -22,13 +23,11 @@ class Config:
     lr_grid: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1])
     sign_lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
     ng_eps: float = 1e-8
-    solver: str = "iterative"
+    solver: Solver = Solver.iterative
     population: bool = False
     max_features: int = 2048
 
     def __post_init__(self) -> None:
-        check_choice("task.optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("task.solver", self.solver, SOLVERS)
         if self.solver == "closed_form":
             check_choice("task.optimizer (with task.solver=closed_form)", self.optimizer,
                          CLOSED_FORM_OPTIMIZERS)

@@ -8,17 +8,11 @@ population risk with Σ = FΛFᵀ, b = FΛw*, c = w*ᵀΛw* + σ².
 
 from __future__ import annotations
 
-import datasets
-import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from runner.batches import RepeatedBatch
-from runner.data_cache import cached_dataset
-from tasks.optimizer_scaling.config import Config
-
-CACHE_VERSION = 1
+from tasks.base import TensorDataModule
 
 
 def draw_problem(seed: int, s: float, latent_dim: int, n_train: int, max_features: int,
@@ -51,65 +45,34 @@ def draw_problem(seed: int, s: float, latent_dim: int, n_train: int, max_feature
     }
 
 
-def problem_to_dataset(problem: dict[str, torch.Tensor]) -> datasets.Dataset:
-    """Return a Dataset with one row per feature (rows of Σ̂, Σ, b̂, b); c, ĉ repeated per row."""
-    rows = problem["sigma_hat"].shape[0]
-    columns = {k: problem[k].numpy() for k in ("sigma_hat", "sigma", "b_hat", "b")}
-    for k in ("c_hat", "c"):
-        columns[k] = np.broadcast_to(problem[k].numpy(), (rows, problem[k].numel())).copy()
-    return datasets.Dataset.from_dict({k: list(v) for k, v in columns.items()})
-
-
-def dataset_to_problem(dataset: datasets.Dataset, n_features: int) -> dict[str, torch.Tensor]:
-    """Return the statistics restricted to the first `n_features` features, as float64 tensors."""
-    table = dataset.data.table
-    out = {}
-    for key in ("sigma_hat", "sigma", "b_hat", "b", "c_hat", "c"):
-        column = table.column(key).combine_chunks()
-        width = len(column[0])
-        values = column.flatten().to_numpy().reshape(-1, width)
-        out[key] = torch.from_numpy(values.copy()).to(torch.float64)
+def restrict(problem: dict[str, torch.Tensor], n_features: int) -> dict[str, torch.Tensor]:
+    """Return the statistics of the first `n_features` features (nested widths of one draw)."""
     n = n_features
-    out["sigma_hat"], out["sigma"] = out["sigma_hat"][:n, :n], out["sigma"][:n, :n]
-    out["b_hat"], out["b"] = out["b_hat"][:n], out["b"][:n]
-    out["c_hat"], out["c"] = out["c_hat"][0], out["c"][0]
-    return {k: v.contiguous() for k, v in out.items()}
+    return {"sigma_hat": problem["sigma_hat"][:n, :n].contiguous(),
+            "sigma": problem["sigma"][:n, :n].contiguous(),
+            "b_hat": problem["b_hat"][:n].contiguous(), "b": problem["b"][:n].contiguous(),
+            "c_hat": problem["c_hat"], "c": problem["c"]}
 
 
-class OptimizerScalingData(pl.LightningDataModule):
-    """Builds (or reloads) the cached draw for (seed, s, D, n, N_max) and serves Σ̂, b̂."""
+class OptimizerScalingData(TensorDataModule):
+    """The cached draw for (seed, s, D, n, N_max, m, σ); serves Σ̂, b̂ of the first N features."""
 
-    def __init__(self, params: Config, data_dir: str, seed: int) -> None:
-        super().__init__()
-        self.cfg, self.data_dir, self.seed = params, data_dir, seed
-        self.problem: dict[str, torch.Tensor] | None = None
-
-    def cache_key(self) -> dict:
-        """Return the generating config that keys the cache."""
+    def generating_config(self) -> dict:
         c = self.cfg
-        return {"task": "optimizer_scaling", "version": CACHE_VERSION, "seed": self.seed,
-                "s": c.s, "latent_dim": c.latent_dim, "n_train": c.n_train,
+        return {"s": c.s, "latent_dim": c.latent_dim, "n_train": c.n_train,
                 "max_features": c.max_features, "n_outputs": c.n_outputs,
                 "noise_std": c.noise_std}
 
-    def _dataset(self) -> datasets.Dataset:
+    def build(self) -> dict[str, torch.Tensor]:
         c = self.cfg
-        return cached_dataset(
-            self.data_dir, "optimizer_scaling", self.cache_key(),
-            lambda: problem_to_dataset(draw_problem(
-                self.seed, c.s, c.latent_dim, c.n_train, c.max_features, c.n_outputs,
-                c.noise_std)),
-        )
+        return draw_problem(self.seed, c.s, c.latent_dim, c.n_train, c.max_features,
+                            c.n_outputs, c.noise_std)
 
-    def prepare_data(self) -> None:
-        self._dataset()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.problem is None:
-            self.problem = dataset_to_problem(self._dataset(), self.cfg.n_features)
-            if self.cfg.population:
-                p = self.problem
-                p["sigma_hat"], p["b_hat"], p["c_hat"] = p["sigma"], p["b"], p["c"]
+    def on_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.problem = restrict(tensors, self.cfg.n_features)
+        if self.cfg.population:
+            p = self.problem
+            p["sigma_hat"], p["b_hat"], p["c_hat"] = p["sigma"], p["b"], p["c"]
 
     def train_dataloader(self) -> DataLoader:
         batch = (self.problem["sigma_hat"], self.problem["b_hat"])

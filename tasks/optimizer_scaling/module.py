@@ -7,13 +7,12 @@ final population loss (the spec's per-N tuning).
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from callbacks.spectra.lanczos import lanczos
+from tasks.base.contract import resolved_params
 from tasks.optimizer_scaling import solvers
 from tasks.optimizer_scaling.config import Config
 
@@ -31,7 +30,7 @@ class OptimizerScalingModule(pl.LightningModule):
     def __init__(self, params: Config) -> None:
         super().__init__()
         self.cfg = params
-        self.save_hyperparameters(asdict(params))
+        self.save_hyperparameters(resolved_params(params))
         self.automatic_optimization = False
         n_copies = {"adam": len(params.lr_grid), "matrix_sign": len(params.sign_lr_grid)}
         copies = n_copies.get(params.optimizer, 1)
@@ -118,7 +117,8 @@ class OptimizerScalingModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- outputs
     def paper_metrics(self) -> dict[str, float | str | int | None]:
-        """Return the final population test loss of the best copy and the run's settings."""
+        """Return the final population and empirical loss of the best copy and its lr (the
+        resolved parameters are in results.json["params"])."""
         train, test = self.losses()
         best = int(torch.argmin(test))
         grid = {"adam": self.cfg.lr_grid, "matrix_sign": self.cfg.sign_lr_grid}
@@ -126,10 +126,6 @@ class OptimizerScalingModule(pl.LightningModule):
         return {
             "test_loss": float(test[best]),
             "train_loss": float(train[best]),
-            "optimizer": self.cfg.optimizer,
-            "n_features": self.cfg.n_features,
-            "s": self.cfg.s,
-            "steps": self.cfg.steps,
             "lr": best_lr,
         }
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.base import aggregate
+
 POINT_KEYS = ["ssl_method", "reg_form", "reg_layer", "spurious_kind", "n_attr", "spurious_rho",
               "reg_beta"]
 BASE_KEYS = [k for k in POINT_KEYS if k != "reg_beta"]
@@ -29,29 +31,18 @@ SHARE_CURVE = "spectrum/backbone/top_eig_share"
 
 
 def runs_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return one row per completed run: its settings, seed, job_dir and the probe numbers."""
-    rows = []
-    for r in results:
-        pm = r.get("paper_metrics") or {}
-        if r.get("status") != "completed" or "worst_group_acc" not in pm:
-            continue
-        row = {k: pm[k] for k in POINT_KEYS}
-        row.update({"seed": int(r["seed"]), "job_dir": r.get("job_dir", "")})
-        row.update({short: float(pm.get(key, np.nan)) for short, key in METRICS.items()})
-        row["chance_a"], row["chance_y"] = pm.get("chance_a", np.nan), pm.get("chance_y", np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Return one row per completed run with probe results: seed, job_dir, its settings
+    (results.json["params"]) and the probe numbers (short names, METRICS) with the chance levels."""
+    return aggregate.runs_table(results, params=POINT_KEYS,
+                                metrics={**METRICS, "chance_a": "chance_a", "chance_y": "chance_y"},
+                                require="worst_group_acc")
 
 
 def add_gains(runs: pd.DataFrame) -> pd.DataFrame:
     """Return `runs` with gain_<m> = m − m(β = 0, same seed and settings) (NaN without a base)."""
-    base = runs[runs["reg_beta"] == 0].set_index([*BASE_KEYS, "seed"])
-    out = runs.copy()
-    for m in GAIN_METRICS:
-        ref = [base[m].get(tuple(row[k] for k in [*BASE_KEYS, "seed"]), np.nan)
-               for _, row in runs.iterrows()]
-        out[f"gain_{m}"] = out[m].to_numpy(float) - np.asarray(ref, float)
-    return out
+    match = [*BASE_KEYS, "seed"]
+    return runs.assign(**{f"gain_{m}": aggregate.paired_difference(runs, match, "reg_beta", 0, m)
+                          for m in GAIN_METRICS})
 
 
 def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -62,22 +53,14 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=[*POINT_KEYS, "n_seeds", "wga_mean", "wga_sd"])
     runs = add_gains(runs)
-    rows = []
-    for key, g in runs.groupby(POINT_KEYS, sort=True):
-        row = dict(zip(POINT_KEYS, key))
-        row["n_seeds"] = int(g["seed"].nunique())
-        row["claim1_runs"] = int(((g["pc_acc_a"] > g["pc_acc_y"])
-                                  & (g["pc_acc_a"] > g["chance_a"])).sum())
-        row["erank_up_runs"] = int((g["gain_erank"] > 0).sum())
-        for m in METRICS:
-            row[f"{m}_mean"] = float(g[m].mean())
-            row[f"{m}_sd"] = float(g[m].std(ddof=1)) if len(g) > 1 else np.nan
-        for m in GAIN_METRICS:
-            gains = g[f"gain_{m}"].dropna()
-            row[f"gain_{m}_mean"] = float(gains.mean()) if len(gains) else np.nan
-            row[f"gain_{m}_sd"] = float(gains.std(ddof=1)) if len(gains) > 1 else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
+    table = aggregate.mean_sd(runs, POINT_KEYS, [*METRICS, *(f"gain_{m}" for m in GAIN_METRICS)])
+    pc = runs["pc_acc_a"]
+    counts = runs[POINT_KEYS].assign(  # per point: runs where claim 1 holds, seeds with erank up
+        claim1_runs=(pc > runs["pc_acc_y"]) & (pc > runs["chance_a"]),
+        erank_up_runs=runs["gain_erank"] > 0).groupby(POINT_KEYS, sort=True).sum()
+    for i, col in enumerate(counts):  # after n_seeds, in mean_sd's (the same) group order
+        table.insert(len(POINT_KEYS) + 1 + i, col, counts[col].to_numpy(int))
+    return table
 
 
 def best_beta(summary: pd.DataFrame) -> pd.DataFrame:

@@ -2,25 +2,26 @@
 
 from dataclasses import dataclass
 
-from runner.validation import check_choice, check_positive, check_range
+from runner.validation import check_positive, check_range
+from tasks.base.contract import choices
 
-SSL_METHODS = ("simclr", "simsiam")
-REG_FORMS = ("flat_pr", "kl_uniform", "frobenius")
-REG_LAYERS = ("backbone", "projector")
-SPURIOUS_KINDS = ("patch", "colour")
-PROBE_SCALINGS = ("global", "standard")
 MAX_ATTR = 16  # 2x2 patch positions on the 8x8 grid
+SSLMethod = choices("SSLMethod", "simclr simsiam", __name__)
+RegForm = choices("RegForm", "flat_pr kl_uniform frobenius", __name__)
+RegLayer = choices("RegLayer", "backbone projector", __name__)
+SpuriousKind = choices("SpuriousKind", "patch colour", __name__)
+ProbeScaling = choices("ProbeScaling", "global standard", __name__)
 
 
 @dataclass
 class Config:
-    ssl_method: str = "simclr"
+    ssl_method: SSLMethod = SSLMethod.simclr
     reg_beta: float = 0.1
-    reg_form: str = "flat_pr"
-    reg_layer: str = "backbone"
+    reg_form: RegForm = RegForm.flat_pr
+    reg_layer: RegLayer = RegLayer.backbone
     spurious_rho: float = 0.95
     n_attr: int = 10
-    spurious_kind: str = "patch"
+    spurious_kind: SpuriousKind = SpuriousKind.patch
     temperature: float = 0.5
     steps: int = 2000
     batch_size: int = 256
@@ -36,16 +37,11 @@ class Config:
     aug_erase_max: int = 3
     n_eval: int = 512
     probe_c: float = 1.0
-    probe_scaling: str = "global"
+    probe_scaling: ProbeScaling = ProbeScaling["global"]
     probe_max_iter: int = 500
     pc_top_k: int = 1
 
     def __post_init__(self) -> None:
-        check_choice("task.ssl_method", self.ssl_method, SSL_METHODS)
-        check_choice("task.reg_form", self.reg_form, REG_FORMS)
-        check_choice("task.reg_layer", self.reg_layer, REG_LAYERS)
-        check_choice("task.spurious_kind", self.spurious_kind, SPURIOUS_KINDS)
-        check_choice("task.probe_scaling", self.probe_scaling, PROBE_SCALINGS)
         check_range("task.reg_beta", self.reg_beta, 0.0, None)
         check_range("task.spurious_rho", self.spurious_rho, 0.0, 1.0)
         check_range("task.n_attr", self.n_attr, 2, MAX_ATTR)

@@ -11,7 +11,6 @@ re-rendered test set. `paper_metrics()` trains the ERM and the group-balanced (D
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.spectra import StreamingCovariance, spectrum_summary
+from tasks.base.contract import resolved_params
 from tasks.spectral_ssl import benchmark, probes
 from tasks.spectral_ssl.augment import augment
 from tasks.spectral_ssl.config import Config
@@ -48,7 +48,7 @@ class SpectralSSLModule(pl.LightningModule):
     def __init__(self, params: Config) -> None:
         super().__init__()
         self.cfg = params
-        self.save_hyperparameters(asdict(params))
+        self.save_hyperparameters(resolved_params(params))
         c = params
         self.net = SSLNet(benchmark.input_dim(c.spurious_kind), c.hidden_dim, c.rep_dim,
                           c.proj_dim, predictor=c.ssl_method == "simsiam")
@@ -277,18 +277,17 @@ class SpectralSSLModule(pl.LightningModule):
                 "effective_rank_first_epoch": first["backbone/effective_rank"]}
 
     def paper_metrics(self) -> dict[str, Any]:
-        """Return the probe accuracies, spectra and alignments with the run's settings."""
+        """Return the probe accuracies, spectra and alignments, the epochs run and the split
+        sizes (the resolved parameters are in results.json["params"], the final step in
+        results.json["global_step"])."""
         step = int(self.global_step)
         if self._final is None or self._final_step != step:
             self._final, self._final_step = self.evaluate(), step
-        c = self.cfg
         logged = self.trainer.callback_metrics if self._trainer is not None else {}
         out: dict[str, Any] = {
-            "ssl_method": c.ssl_method, "reg_form": c.reg_form, "reg_layer": c.reg_layer,
-            "reg_beta": c.reg_beta, "spurious_rho": c.spurious_rho, "n_attr": c.n_attr,
-            "spurious_kind": c.spurious_kind, "steps": step,
             "epochs": len(self.history), "steps_per_epoch": self.steps_per_epoch,
-            "n_train": int(self.train_y.numel()), "n_test": int(self.test_y.numel()) // c.n_attr,
+            "n_train": int(self.train_y.numel()),
+            "n_test": int(self.test_y.numel()) // self.cfg.n_attr,
             **self._final, **self.early_signature()}
         for key in ("train/loss_ssl", "train/reg"):
             if key in logged:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.base import aggregate
 from tasks.two_step_gd import theory
 
 N_TERMS = 4          # terms k = 0..3 shown per grid point
@@ -21,36 +22,29 @@ MARGINAL = 0.15      # claim 2: terms with |e_k| < 0.15 are not scored
 EXP_TOL = 0.15       # claim 2: |fitted − e_k| <= 0.15
 GROWTH_MIN = 0.1     # claim 2: a term "exists" when its fitted exponent > 0.1
 POINT_KEYS = ["alpha1", "alpha2", "target", "batch_reuse", "activation", "step_scale"]
-
-
-def fit_exponent(widths: np.ndarray, values: np.ndarray) -> float:
-    """Return the slope of the OLS fit of log value against log N."""
-    return float(np.polyfit(np.log(widths), np.log(values), 1)[0])
+# summary column: paper metric, averaged over seeds (MEASURED) or the theory's value (PREDICTED),
+# at the largest N of a grid point
+MEASURED = {"measured_w2": "outliers_w2", "measured_w1": "outliers_w1",
+            "alignment_beta": "alignment_beta", "alignment_beta_w1": "alignment_beta_w1",
+            "feature_spikes": "feature_spikes"}
+PREDICTED = {"predicted_outliers_w2": "predicted", "predicted_outliers_w2_strict":
+             "predicted_strict", "predicted_feature_spikes": "predicted_feature_spikes"}
+METRICS = [*MEASURED.values(), *PREDICTED, "residual_rms_step2", "bulk_edge_dw2"]
+# per-seed slopes against log N (averaged over seeds in the summary)
+FITS = [*(f"{kind}{k}" for k in range(N_TERMS) for kind in ("fit", "norm")),
+        "fit_bulk", "fit_resid", "fit_dw1"]
 
 
 def runs_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return one row per completed run with the settings and the measured numbers."""
-    rows = []
-    for r in results:
-        if r.get("status") != "completed":
-            continue
-        pm = r["paper_metrics"]
-        row = {k: pm[k] for k in POINT_KEYS}
-        row.update({"n_hidden": int(pm["n_hidden"]), "seed": int(r["seed"]),
-                    "outliers_w1": pm["outliers_w1"], "outliers_w2": pm["outliers_w2"],
-                    "predicted_outliers_w2": pm["predicted_outliers_w2"],
-                    "predicted_outliers_w2_strict": pm["predicted_outliers_w2_strict"],
-                    "alignment_beta": pm["alignment_beta"],
-                    "alignment_beta_w1": pm["alignment_beta_w1"],
-                    "feature_spikes": pm["feature_spikes"],
-                    "predicted_feature_spikes": pm["predicted_feature_spikes"],
-                    "residual_rms_step2": pm["residual_rms_step2"],
-                    "bulk_edge_dw2": pm["bulk_edge_dw2"],
-                    "top_dw1": pm["top_singular_values_dw1"][0]})
-        for k, value in enumerate(pm["top_singular_values_dw2"][:N_TERMS]):
-            row[f"s{k}"] = value
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Return one row per completed run: the grid point and N (from `params`), the seed and the
+    measured numbers, with top_dw1 = s1(ΔW1) and s0..s3 the top singular values of ΔW2."""
+    runs = aggregate.runs_table(results, params=[*POINT_KEYS, "n_hidden"], metrics=[
+        *METRICS, "top_singular_values_dw1", "top_singular_values_dw2"])
+    runs["top_dw1"] = [v[0] for v in runs.pop("top_singular_values_dw1")]
+    tops = runs.pop("top_singular_values_dw2").tolist()
+    for k in range(N_TERMS):
+        runs[f"s{k}"] = [v[k] for v in tops]
+    return runs
 
 
 def term_verdict(e_k: float, fitted: float) -> str:
@@ -63,25 +57,25 @@ def term_verdict(e_k: float, fitted: float) -> str:
     return "pass" if not exists else "FAIL"
 
 
-def _exponents(g: pd.DataFrame) -> dict[str, float]:
-    """Return per-seed-averaged exponents of s_k, s_k/rms(r1), the ΔW2 bulk and the ΔW1 top."""
-    fits: dict[str, list[float]] = {}
-    for _, gs in g.groupby("seed"):
+def per_seed_fits(runs: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per (grid point, seed with >= 2 widths): the slopes of log s_k, of
+    log s_k/rms(r1), of the ΔW2 bulk edge, of rms(r1) and of the ΔW1 top against log N."""
+    rows = []
+    for key, gs in runs.groupby([*POINT_KEYS, "seed"], sort=True):
         if gs["n_hidden"].nunique() < 2:
             continue
         gs = gs.sort_values("n_hidden")
-        widths = gs["n_hidden"].to_numpy(float)
-        resid = gs["residual_rms_step2"].to_numpy(float)
+        widths, resid = gs["n_hidden"], gs["residual_rms_step2"].to_numpy(float)
+        row = dict(zip([*POINT_KEYS, "seed"], key))
         for k in range(N_TERMS):
             s = gs[f"s{k}"].to_numpy(float)
-            fits.setdefault(f"fit{k}", []).append(fit_exponent(widths, s))
-            fits.setdefault(f"norm{k}", []).append(fit_exponent(widths, s / resid))
-        fits.setdefault("fit_bulk", []).append(
-            fit_exponent(widths, gs["bulk_edge_dw2"].to_numpy(float)))
-        fits.setdefault("fit_resid", []).append(fit_exponent(widths, resid))
-        fits.setdefault("fit_dw1", []).append(
-            fit_exponent(widths, gs["top_dw1"].to_numpy(float)))
-    return {k: float(np.mean(v)) for k, v in fits.items()}
+            row[f"fit{k}"] = aggregate.fit_power_law(widths, s)
+            row[f"norm{k}"] = aggregate.fit_power_law(widths, s / resid)
+        row["fit_bulk"] = aggregate.fit_power_law(widths, gs["bulk_edge_dw2"])
+        row["fit_resid"] = aggregate.fit_power_law(widths, resid)
+        row["fit_dw1"] = aggregate.fit_power_law(widths, gs["top_dw1"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*POINT_KEYS, "seed", *FITS])
 
 
 def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -91,34 +85,33 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
     runs = runs_table(results)
     if runs.empty:
         return pd.DataFrame(columns=["alpha1", "alpha2", "predicted", "measured_w2"])
-    rows = []
-    for key, g in runs.groupby(POINT_KEYS, sort=True):
-        point = dict(zip(POINT_KEYS, key))
-        n_max = int(g["n_hidden"].max())
-        top = g[g["n_hidden"] == n_max]
-        row = {**point, "widths": ",".join(str(n) for n in sorted(g["n_hidden"].unique())),
-               "n_seeds": int(g["seed"].nunique()),
-               "predicted": int(top["predicted_outliers_w2"].iloc[0]),
-               "predicted_strict": int(top["predicted_outliers_w2_strict"].iloc[0]),
-               "measured_w2": float(top["outliers_w2"].mean()),
-               "measured_w1": float(top["outliers_w1"].mean()),
-               "alignment_beta": float(top["alignment_beta"].mean()),
-               "alignment_beta_w1": float(top["alignment_beta_w1"].mean()),
-               "feature_spikes": float(top["feature_spikes"].mean()),
-               "predicted_feature_spikes": int(top["predicted_feature_spikes"].iloc[0])}
-        fits = _exponents(g)
-        e = theory.term_exponents(point["alpha1"], point["alpha2"], N_TERMS)
-        for k in range(N_TERMS):
-            row[f"e{k}"] = e[k]
-            row[f"fit{k}"] = fits.get(f"fit{k}", np.nan)
-            row[f"norm{k}"] = fits.get(f"norm{k}", np.nan)
-            row[f"raw{k}"] = term_verdict(e[k], row[f"fit{k}"]) if f"fit{k}" in fits else ""
-            row[f"nrm{k}"] = term_verdict(e[k], row[f"norm{k}"]) if f"norm{k}" in fits else ""
-        row.update({"fit_bulk": fits.get("fit_bulk", np.nan),
-                    "fit_resid": fits.get("fit_resid", np.nan),
-                    "fit_dw1": fits.get("fit_dw1", np.nan)})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    points = runs.groupby(POINT_KEYS, sort=True)
+    table = points.agg(widths=("n_hidden", lambda n: ",".join(str(v) for v in sorted(set(n)))),
+                       n_seeds=("seed", "nunique")).reset_index()
+    top = runs[runs["n_hidden"] == points["n_hidden"].transform("max")]
+    first = top.groupby(POINT_KEYS, sort=True).first().reset_index()
+    first = first[[*POINT_KEYS, *PREDICTED]].rename(columns=PREDICTED)
+    measured = aggregate.mean_sd(top, POINT_KEYS, list(MEASURED.values()))
+    measured = measured[[*POINT_KEYS, *(f"{m}_mean" for m in MEASURED.values())]]
+    measured.columns = [*POINT_KEYS, *MEASURED]
+    fits = per_seed_fits(runs)
+    fitted = (aggregate.mean_sd(fits, POINT_KEYS, FITS, mean_suffix="")[[*POINT_KEYS, *FITS]]
+              if not fits.empty else pd.DataFrame(columns=[*POINT_KEYS, *FITS]))
+    table = (table.merge(first, on=POINT_KEYS).merge(measured, on=POINT_KEYS)
+             .merge(fitted, on=POINT_KEYS, how="left", indicator="fitted"))
+    have = table.pop("fitted") == "both"  # a point with a seed of >= 2 widths
+    table = table.astype({**{c: int for c in PREDICTED.values()}, **{c: float for c in FITS}})
+    columns = [*POINT_KEYS, "widths", "n_seeds", "predicted", "predicted_strict", *MEASURED,
+               "predicted_feature_spikes"]
+    for k in range(N_TERMS):
+        e = [theory.term_exponents(a1, a2, N_TERMS)[k]
+             for a1, a2 in zip(table["alpha1"], table["alpha2"])]
+        table[f"e{k}"] = e
+        for kind, verdict in (("fit", "raw"), ("norm", "nrm")):
+            table[f"{verdict}{k}"] = [term_verdict(e_k, v) if ok else ""
+                                      for e_k, v, ok in zip(e, table[f"{kind}{k}"], have)]
+        columns += [f"e{k}", f"fit{k}", f"norm{k}", f"raw{k}", f"nrm{k}"]
+    return table[[*columns, "fit_bulk", "fit_resid", "fit_dw1"]]
 
 
 def claim3(summary: pd.DataFrame) -> pd.DataFrame:

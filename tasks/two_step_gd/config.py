@@ -2,15 +2,16 @@
 
 from dataclasses import dataclass
 
-from runner.validation import ConfigError, check_choice, check_positive, check_range
+from runner.validation import ConfigError, check_positive, check_range
+from tasks.base.contract import choices
 
-TARGETS = ("ie1", "ie2")
-ACTIVATIONS = ("softplus", "relu_centered")
-W_INITS = ("sphere", "gaussian")
-SV_METHODS = ("lanczos", "dense")
 MIN_SIZE = 8
 
 
+Target = choices("Target", "ie1 ie2", __name__)
+Activation = choices("Activation", "softplus relu_centered", __name__)
+WInit = choices("WInit", "sphere gaussian", __name__)
+SvMethod = choices("SvMethod", "lanczos dense", __name__)
 @dataclass
 class Config:
     n_hidden: int = 1000
@@ -20,12 +21,12 @@ class Config:
     alpha2: float = 0.45
     step_scale: float = 1.0
     batch_reuse: bool = False
-    target: str = "ie1"
-    activation: str = "softplus"
-    w_init: str = "sphere"
+    target: Target = Target.ie1
+    activation: Activation = Activation.softplus
+    w_init: WInit = WInit.sphere
     noise_std: float = 0.1
     n_top_sv: int = 10
-    sv_method: str = "lanczos"
+    sv_method: SvMethod = SvMethod.lanczos
 
     @property
     def dim(self) -> int:
@@ -49,9 +50,5 @@ class Config:
         for key in ("alpha1", "alpha2"):
             check_range(f"task.{key}", getattr(self, key), 0.0, 0.5, high_inclusive=False)
         check_positive("task.step_scale", self.step_scale)
-        check_choice("task.target", self.target, TARGETS)
-        check_choice("task.activation", self.activation, ACTIVATIONS)
-        check_choice("task.w_init", self.w_init, W_INITS)
-        check_choice("task.sv_method", self.sv_method, SV_METHODS)
         check_range("task.noise_std", self.noise_std, 0.0, None)
         check_range("task.n_top_sv", self.n_top_sv, 4, min(self.n_hidden, self.dim))

@@ -9,7 +9,6 @@ the top singular triplets of the weights, their updates and the feature matrix
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from callbacks.spectra import mp_edge
+from tasks.base.contract import resolved_params
 from tasks.two_step_gd import model, theory
 from tasks.two_step_gd.config import Config
 from tasks.two_step_gd.measure import (
@@ -35,7 +35,7 @@ class TwoStepModule(pl.LightningModule):
     def __init__(self, params: Config) -> None:
         super().__init__()
         self.cfg = params
-        self.save_hyperparameters(asdict(params))
+        self.save_hyperparameters(resolved_params(params))
         self.automatic_optimization = False
         self.w = nn.Parameter(torch.zeros(params.n_hidden, params.dim))
         self.problem: dict[str, torch.Tensor] = {}
@@ -137,13 +137,13 @@ class TwoStepModule(pl.LightningModule):
         return out
 
     def paper_metrics(self) -> dict[str, Any]:
-        """Return the outlier counts, edges, top singular values and alignments of the run."""
+        """Return the outlier counts, edges, top singular values and alignments of the run, with
+        the sizes d, n and the predictions of theory.py (the resolved parameters are in
+        results.json["params"])."""
         c, s = self.cfg, self.stats
         k_top = c.n_top_sv
         out: dict[str, Any] = {
-            "n_hidden": c.n_hidden, "dim": c.dim, "n_samples": c.n_samples,
-            "alpha1": c.alpha1, "alpha2": c.alpha2, "batch_reuse": c.batch_reuse,
-            "target": c.target, "activation": c.activation, "step_scale": c.step_scale,
+            "dim": c.dim, "n_samples": c.n_samples,
             "predicted_outliers_w2": theory.predicted_outliers_w2(c.alpha1, c.alpha2),
             "predicted_outliers_w2_strict": theory.predicted_outliers_w2(c.alpha1, c.alpha2,
                                                                          strict=True),

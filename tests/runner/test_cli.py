@@ -59,7 +59,7 @@ def test_help_lists_groups_and_cfg_prints_the_config(tmp_path):
     assert "launcher: basic, local, slurm" in lines
     assert "trainer: cpu, ddp, ddp_sim, debug, default, gpu" in lines
     assert lines[0] == "spectrum is powered by Hydra."
-    job = run_cli(["--cfg", "job", "task.optimizer=adam"], tmp_path)
+    job = run_cli(["--cfg", "job", "task=optimizer_scaling", "task.optimizer=adam"], tmp_path)
     assert job.returncode == 0
     assert "optimizer: adam" in job.stdout and "n_features: 256" in job.stdout
 
@@ -68,22 +68,48 @@ def test_help_lists_groups_and_cfg_prints_the_config(tmp_path):
     ("override", "message"),
     [
         ("task=optimiser_scaling", "Could not find 'task/optimiser_scaling'"),
-        ("task.n_featurs=3", "task.n_featurs is not a key of task optimizer_scaling (did you mean "
-                             "task.n_features?)"),
-        ("task.n_features=abc", "task.n_features='abc' has the wrong type; expected int"),
-        ("task.n_features=-1", "task.n_features=-1 is out of range; allowed: [1, inf)"),
-        ("task.optimizer=sgd", "task.optimizer='sgd' is not allowed; choose one of: gd, diag, "
-                               "adam, matrix_sign, natural_gradient"),
+        # Hydra itself refuses to override a key the task yaml lacks, naming it
+        ("task.n_featurs=3", "Could not override 'task.n_featurs'"),
+        ("+task.n_featurs=3", "task.n_featurs (set by the override +task.n_featurs=3) is not a "
+                              "parameter of task optimizer_scaling (did you mean "
+                              "task.n_features?); allowed: optimizer, n_features, s,"),
+        ("task.n_features=abc", "task.n_features='abc' (set by the override task.n_features=abc) "
+                                "is not allowed; expected a value of type int"),
+        ("task.n_features=-1", "task.n_features=-1 is out of range; allowed: [1, inf) (set by "
+                               "the override task.n_features=-1)"),
+        ("task.optimizer=sgd", "task.optimizer='sgd' (set by the override task.optimizer=sgd) is "
+                               "not allowed; expected one of: gd, diag, adam, matrix_sign, "
+                               "natural_gradient"),
         ("trainer=gpu", "trainer.accelerator=gpu needs CUDA"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_clear_message(tmp_path, override, message):
-    proc = run_cli([override, *where(tmp_path)], tmp_path)
+    task = [] if override.startswith("task=") else ["task=optimizer_scaling"]
+    proc = run_cli([*task, override, *where(tmp_path)], tmp_path)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
-    assert not list(tmp_path.rglob("metrics.csv"))  # nothing was trained
+    assert "Traceback" not in proc.stderr
+    outputs = tmp_path / "outputs"
+    assert not outputs.exists() or not list(outputs.rglob("*.*")), list(outputs.rglob("*"))
     if "Could not find" in message:
         assert "Available options in 'task'" in proc.stderr
+
+
+@pytest.mark.parametrize("where_file", ["experiment", "local"])
+def test_a_bad_value_in_an_experiment_or_local_file_names_that_file(tmp_path, where_file):
+    extra = tmp_path / "extra_conf"
+    if where_file == "experiment":
+        path, args = extra / "experiment" / "bad.yaml", ["task=optimizer_scaling", "experiment=bad"]
+    else:
+        path, args = extra / "local" / "default.yaml", ["task=optimizer_scaling"]
+    path.parent.mkdir(parents=True)
+    path.write_text("# @package _global_\ntask:\n  optimizer: adamw\n")
+    proc = run_cli([*args, f"hydra.searchpath=[file://{extra}]", *where(tmp_path)], tmp_path)
+    assert proc.returncode != 0
+    rel = f"{where_file}/{path.name}"
+    assert (f"task.optimizer='adamw' (set in {extra / rel}) is not allowed; expected one of: gd, "
+            "diag, adam, matrix_sign, natural_gradient") in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.*"))
 
 
 def test_basic_sweep_finishes_despite_a_failed_job_and_report_lists_it(tmp_path):
@@ -141,7 +167,7 @@ def test_slurm_launcher_hands_the_configured_parameters_to_submitit(tmp_path, mo
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [
-        "run.py", "-m", "launcher=slurm", "task.optimizer=gd,adam",
+        "run.py", "-m", "launcher=slurm", "task=optimizer_scaling", "task.optimizer=gd,adam",
         "hydra.launcher.partition=gpu-long", "hydra.launcher.gpus_per_node=4",
         "hydra.launcher.tasks_per_node=4", "trainer.devices=4", "hydra.launcher.mem_gb=64",
         "hydra.launcher.account=lab", "hydra.launcher.qos=high", "hydra.launcher.timeout_min=720",

@@ -12,11 +12,12 @@ import torch
 
 from conftest import compose_config
 from runner import run
+from runner.task_params import resolved_params
 from runner.validation import ConfigError
-from tasks.ei_network.analysis import notes, plot, summarize
+from tasks.ei_network.analysis import REGIME_ORDER, notes, plot, summarize
 from tasks.ei_network.config import PRESETS, Config
 from tasks.ei_network.connectivity import connection_prob, in_degree
-from tasks.ei_network.data import draw_j
+from tasks.ei_network.data import EINetworkData, draw_j
 from tasks.ei_network.module import observe
 from tasks.ei_network.order import (
     classify,
@@ -79,7 +80,6 @@ def test_yaml_nulls_resolve_to_the_preset(tmp_path):
     ({"dim": 2, "n_exc": 2500, "inh_ratio": 0.3}, "task.inh_ratio"),
     ({"dim": 2, "n_exc": 2000}, "task.n_exc"),
     ({"dim": 1, "n_exc": 801}, "task.inh_ratio"),
-    ({"preset": "spiral"}, "task.preset"),
     ({"gbar_ei": 3.0}, "task.gbar_ei"),
 ])
 def test_bad_input_names_the_key(kwargs, key):
@@ -91,6 +91,17 @@ def test_bad_input_through_the_runner(tmp_path):
     cfg = compose_config(["task=ei_network", "task.preset=nope"], tmp_path / "r", tmp_path / "d")
     with pytest.raises(ConfigError, match=r"task\.preset='nope'"):
         run(cfg)
+
+
+@pytest.mark.parametrize("override, key", [("task.preset=spiral", "preset"),
+                                           ("task.mode=fit", "mode"),
+                                           ("task.eig_method=lanczos", "eig_method")])
+def test_bad_choice_is_rejected_by_the_schema(tmp_path, override, key):
+    from runner.task_params import build_params
+
+    cfg = compose_config(["task=ei_network", override], tmp_path / "r", tmp_path / "d")
+    with pytest.raises(ConfigError, match=rf"task\.{key}='{override.split('=')[1]}'"):
+        build_params(cfg.task)
 
 
 # ------------------------------------------------------------------ connectivity
@@ -111,6 +122,34 @@ def test_in_degree_and_dale_signs():
         expect = 0.5 * math.erfc(abs(c.gbar()[blk]) / (c.g_het * math.sqrt(k)) / math.sqrt(2))
         assert flip == pytest.approx(expect, abs=0.01), blk
     assert info["max_connection_prob"] <= 1.0
+
+
+def test_draw_and_recording_are_cached_once_and_bit_identical(tmp_path):
+    c = Config(preset="bump", dim=1, n_exc=400, mode="infer", t_total=100, burn_in=20)
+    data = EINetworkData(c, str(tmp_path), seed=2)
+    data.setup("fit")
+    files = sorted((tmp_path / "ei_network").glob("*.safetensors"))
+    assert len(files) == 2  # the draw J and, for mode=infer, the recording
+    j, info = draw_j(c, seed=2)
+    assert data.j.dtype == torch.float32 and torch.equal(data.j, j)
+    assert data.info == info
+    from tasks.ei_network.data import run_dynamics
+
+    rec = run_dynamics(c, j, 2)
+    assert data.recording.x.dtype == torch.float32 and torch.equal(data.recording.x, rec.x)
+    assert data.recording.times.dtype == torch.float64
+    assert torch.equal(data.recording.times, rec.times)
+    assert data.recording.diverged is False and data.recording.diverged_at is None
+    again = EINetworkData(c, str(tmp_path), seed=2)
+    again.build = again._build_recording = None  # a rebuild would fail
+    again.setup("fit")
+    assert torch.equal(again.j, j) and torch.equal(again.recording.x, rec.x)
+    longer = EINetworkData(Config(preset="bump", dim=1, n_exc=400, mode="infer", t_total=120,
+                                  burn_in=20), str(tmp_path), seed=2)
+    longer.setup("fit")  # same J, new recording
+    assert len(list((tmp_path / "ei_network").glob("*.safetensors"))) == 3
+    EINetworkData(Config(preset="bump", dim=1, n_exc=400), str(tmp_path), seed=3).setup("fit")
+    assert len(list((tmp_path / "ei_network").glob("*.safetensors"))) == 4
 
 
 def test_connection_probability_peaks_at_density_and_integrates_to_k():
@@ -289,18 +328,22 @@ def test_summarize_notes_and_plots(tmp_path):
         for gie in (8.0, 14.0):
             c = Config(preset="bump", dim=1, n_exc=800, gbar_ee=gee, gbar_ie=gie)
             th = theory_from_config(c)
-            pm = {"preset": "bump", "dim": 1, "n_exc": 800, "n_inh": 200,
-                  "range_scale": c.scale, **{k: getattr(c, k) for k in (
-                      "gbar_ee", "gbar_ie", "gbar_ei", "gbar_ii", "range_ee", "range_ie",
-                      "range_ei", "range_ii", "g_het", "density")},
-                  "predicted_regime": th.regime,
+            pm = {"predicted_regime": th.regime,
                   "observed_regime": th.regime if gee < 10 else "chaos",
                   "top_outlier_theory": [1.0, 0.0], "top_outlier_empirical": None,
                   "predicted_frequency": th.frequency, "dominant_frequency": th.frequency,
                   "predicted_wavenumber": th.wavenumber, "dominant_wavenumber": th.wavenumber}
-            results.append({"status": "completed", "seed": 0, "paper_metrics": pm})
+            results.append({"status": "completed", "seed": 0, "params": resolved_params(c),
+                            "paper_metrics": pm})
+    results.append({"status": "failed", "seed": 1, "params": resolved_params(c),
+                    "paper_metrics": {}})
     table = summarize(results)
     assert len(table) == 4 and table["match"].sum() == 2
+    assert {"gbar_ee", "gbar_ie"} <= set(table) and "gbar_ei" not in set(table)  # varying only
+    assert set(table["preset"]) == {"bump"} and table["top_outlier_theory"].eq("1.000+0.000j").all()
+    order = [(REGIME_ORDER.index(r), g, i) for r, g, i in
+             zip(table["predicted"], table["gbar_ee"], table["gbar_ie"])]
+    assert order == sorted(order)  # by predicted regime, then parameters
     assert "Agreement: 2/4" in notes(table)
     paths = plot(table, results, tmp_path)
     assert {p.name for p in paths} == {"confusion.png", "phase_diagram.png"}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from runner import run
+from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError
 from tasks.farad import augment
 from tasks.farad.analysis import (
@@ -20,7 +21,7 @@ from tasks.farad.analysis import (
     summarize,
 )
 from tasks.farad.config import Config
-from tasks.farad.data import FaradData, build_split, dataset_to_split, load_digits_raw
+from tasks.farad.data import FaradData, draw_split, load_digits_raw
 from tasks.farad.metrics import class_recalls, geometric_mean_recall, pearson
 from tasks.farad.model import MLP, pseudo_targets
 from tasks.farad.module import FaradModule, bias_from_logits
@@ -46,8 +47,7 @@ def run_task(make_cfg, tmp_path, name, *overrides):
 @pytest.fixture(scope="module")
 def split() -> dict[str, torch.Tensor]:
     cfg = Config()
-    return dataset_to_split(build_split(0, cfg.test_per_class, cfg.labeled_counts,
-                                        cfg.unlabeled_counts))
+    return draw_split(0, cfg.test_per_class, cfg.labeled_counts, cfg.unlabeled_counts)
 
 
 def centred_corr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -228,15 +228,26 @@ def test_augmentations_shift_jitter_and_cut_out():
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs,match", [
-    ({"method": "mixmatch"}, r"task.method='mixmatch' is not allowed; choose one of: fixmatch, "
-                             r"cdmad, farad"),
-    ({"reference": "white"}, r"task.reference='white' is not allowed; choose one of: auto, none"),
+    ({"method": "mixmatch"}, r"task.method='mixmatch' \(.*\) is not allowed; expected one of: "
+                             r"fixmatch, cdmad, farad$"),
+    ({"reference": "white"}, r"task.reference='white' \(.*\) is not allowed; expected one of: "
+                             r"auto, none, ones, gray, fourier$"),
+    ({"pseudo_label": "sharp"}, r"task.pseudo_label='sharp' \(.*\) is not allowed; expected one "
+                                r"of: hard, soft$"),
+    ({"ref_refresh": "epoch"}, r"task.ref_refresh='epoch' \(.*\) is not allowed; expected one of: "
+                               r"step, bank$"),
+])
+def test_bad_choices_raise_config_error_with_the_allowed_values(kwargs, match):
+    """Choice keys are enums of Config: the runner's one validation rejects a bad value."""
+    with pytest.raises(ConfigError, match=match):
+        build_params(OmegaConf.create({"name": "farad", **kwargs}))
+
+
+@pytest.mark.parametrize("kwargs,match", [
     ({"gamma_l": 0.5}, r"task.gamma_l=0.5 is out of range; allowed: \[1, inf\)"),
     ({"gamma_u": 0.0}, r"task.gamma_u=0.0 is out of range; allowed: \(0, inf\)"),
     ({"gamma_u": -1.0}, r"task.gamma_u=-1.0 is out of range"),
     ({"n_refs": 0}, r"task.n_refs=0 is out of range"),
-    ({"pseudo_label": "sharp"}, r"task.pseudo_label='sharp' is not allowed; choose one of: hard"),
-    ({"ref_refresh": "epoch"}, r"task.ref_refresh='epoch' is not allowed"),
     ({"method": "fixmatch", "reference": "gray"},
      r"task.reference='gray' does not go with task.method='fixmatch'; choose one of: auto, none"),
     ({"method": "cdmad", "reference": "fourier"},
@@ -248,6 +259,8 @@ def test_augmentations_shift_jitter_and_cut_out():
 def test_bad_values_raise_config_error_naming_the_key(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Config(**kwargs)
+    with pytest.raises(ConfigError, match=match):  # the same through the runner (enum values)
+        build_params(OmegaConf.create({"name": "farad", **kwargs}))
 
 
 def test_auto_reference_rule():
@@ -265,9 +278,11 @@ def test_too_many_references_for_the_device_memory():
 
 
 def test_bad_values_fail_before_any_work(make_cfg, tmp_path, data_dir):
+    cached = sorted((data_dir / "farad").glob("*"))
     with pytest.raises(ConfigError, match="task.gamma_u"):
         run_task(make_cfg, tmp_path, "bad", "task.gamma_u=0")
-    assert json.loads((tmp_path / "bad" / "results.json").read_text())["status"] == "failed"
+    assert sorted((data_dir / "farad").glob("*")) == cached  # no split drawn
+    assert not (tmp_path / "bad").exists()  # a single run with a bad config leaves no run dir
     with pytest.raises(ConfigError, match=r"task.n_refs=1000000000000 needs"):
         run_task(make_cfg, tmp_path, "huge", "task.n_refs=1000000000000", *TINY)
 
@@ -283,9 +298,13 @@ def test_smoke_run_files_and_finite_metrics(make_cfg, tmp_path):
     assert all(math.isfinite(v) for v in pm["bias_vector"] + pm["per_class_recall"])
     assert pm["balanced_acc"] == pytest.approx(np.mean(pm["per_class_recall"]))
     assert pm["tail3_recall"] == pytest.approx(np.mean(pm["per_class_recall"][7:]))
-    assert pm["method"] == "farad" and pm["reference"] == "fourier"
-    assert pm["pseudo_label"] == "hard" and pm["threshold"] == 0.95
-    assert pm["unlabeled_counts"] == [9, 11, 15, 19, 25, 32, 41, 53, 69, 90]
+    params = res["params"]  # the settings are in params, not echoed in paper_metrics
+    assert params["method"] == "farad" and params["reference"] == "auto"
+    assert Config(**params).ref_kind == "fourier"
+    assert params["pseudo_label"] == "hard" and params["threshold"] == 0.95
+    assert Config(**params).unlabeled_counts == [9, 11, 15, 19, 25, 32, 41, 53, 69, 90]
+    assert not set(pm) & set(params)
+    assert pm["tail_classes"] == [7, 8, 9]
     assert pm["bias_vector"] == pm["diag_bias_fourier"]
     prof = pm["radial_amplitude"]
     assert np.allclose(prof["fourier"], prof["data"], rtol=1e-3)
@@ -306,7 +325,7 @@ def test_other_methods_and_options_run(make_cfg, tmp_path, overrides):
     res = run_task(make_cfg, tmp_path, "opt", *TINY, "task.iterations=12", *overrides)
     pm = res["paper_metrics"]
     assert res["status"] == "completed" and math.isfinite(pm["balanced_acc"])
-    if pm["method"] == "fixmatch":  # no reference: nothing subtracted
+    if res["params"]["method"] == "fixmatch":  # no reference: nothing subtracted
         assert pm["bias_vector"] == [0.0] * 10 and pm["bias_prior_corr"] is None
         assert pm["balanced_acc"] == pm["balanced_acc_raw"]
     else:
@@ -347,13 +366,15 @@ def fake_results() -> list[dict]:
             for method, ref, d_acc, d_tail, corr in (
                     ("fixmatch", "none", 0.0, 0.0, None), ("cdmad", "gray", 0.01, 0.05, 0.3),
                     ("cdmad", "ones", -0.02, 0.02, 0.2), ("farad", "fourier", 0.005, 0.1, 0.6)):
-                pm = {"method": method, "reference": ref, "gamma_l": 10.0, "gamma_u": gamma_u,
-                      "pseudo_label": "hard", "iterations": 1000,
-                      "balanced_acc": 0.8 + 0.01 * seed + d_acc, "gm_recall": 0.7,
+                params = resolved_params(Config(method=method, reference=ref, gamma_l=10.0,
+                                                gamma_u=gamma_u, pseudo_label="hard",
+                                                iterations=1000))
+                pm = {"balanced_acc": 0.8 + 0.01 * seed + d_acc, "gm_recall": 0.7,
                       "tail3_recall": 0.5 + 0.02 * seed + d_tail, "bias_prior_corr": corr,
                       "balanced_acc_raw": 0.8, "diag_corr_fourier": 0.5,
                       "diag_corr_gray": 0.4, "diag_corr_ones": 0.6}
-                out.append({"status": "completed", "seed": seed, "paper_metrics": pm})
+                out.append({"status": "completed", "seed": seed, "params": params,
+                            "paper_metrics": pm})
     out.append({"status": "failed", "seed": 9, "paper_metrics": {}})
     return out
 

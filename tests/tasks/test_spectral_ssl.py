@@ -41,15 +41,30 @@ def run_task(make_cfg, tmp_path, name, *overrides):
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("key,value,match", [
-    ("ssl_method", "byol",
-     r"task.ssl_method='byol' is not allowed; choose one of: simclr, simsiam"),
-    ("reg_form", "trace",
-     r"task.reg_form='trace' is not allowed; choose one of: flat_pr, kl_uniform, frobenius"),
-    ("reg_layer", "head", r"task.reg_layer='head' is not allowed"),
+    ("ssl_method", "byol", r"task.ssl_method='byol' \(.*\) is not allowed; "
+                           r"expected one of: simclr, simsiam$"),
+    ("reg_form", "trace", r"task.reg_form='trace' \(.*\) is not allowed; "
+                          r"expected one of: flat_pr, kl_uniform, frobenius$"),
+    ("reg_layer", "head", r"task.reg_layer='head' .* is not allowed; "
+                          r"expected one of: backbone, projector$"),
+    ("spurious_kind", "texture", r"task.spurious_kind='texture' .* is not allowed; "
+                                 r"expected one of: patch, colour$"),
+    ("probe_scaling", "minmax", r"task.probe_scaling='minmax' .* is not allowed; "
+                                r"expected one of: global, standard$"),
+])
+def test_bad_choices_are_rejected_with_the_allowed_values(key, value, match):
+    from omegaconf import OmegaConf
+
+    from runner.task_params import build_params
+
+    with pytest.raises(ConfigError, match=match):
+        build_params(OmegaConf.create({"name": "spectral_ssl", key: value}))
+
+
+@pytest.mark.parametrize("key,value,match", [
     ("spurious_rho", 1.5, r"task.spurious_rho=1.5 is out of range; allowed: \[0, 1\]"),
     ("spurious_rho", -0.1, r"task.spurious_rho=-0.1 is out of range; allowed: \[0, 1\]"),
     ("batch_size", 1, r"task.batch_size=1 is out of range; allowed: \[2, inf\)"),
-    ("spurious_kind", "texture", r"task.spurious_kind='texture' is not allowed"),
     ("n_attr", 17, r"task.n_attr=17 is out of range; allowed: \[2, 16\]"),
     ("reg_beta", -1.0, r"task.reg_beta=-1.0 is out of range"),
 ])
@@ -58,11 +73,24 @@ def test_bad_values_raise_config_error_naming_the_key(key, value, match):
         Config(**{key: value})
 
 
+def test_choice_keys_accept_their_strings():
+    from omegaconf import OmegaConf
+
+    from runner.task_params import build_params, resolved_params
+
+    params = build_params(OmegaConf.create({"name": "spectral_ssl", "ssl_method": "simsiam",
+                                            "probe_scaling": "standard"}))
+    assert params.ssl_method == "simsiam" and params.probe_scaling == "standard"
+    assert Config().probe_scaling == "global"
+    assert resolved_params(params)["probe_scaling"] == "standard"
+
+
 def test_bad_value_fails_before_any_work(make_cfg, tmp_path, data_dir):
+    before = sorted(data_dir.rglob("*"))  # the session's shared cache: nothing may be added
     with pytest.raises(ConfigError, match="task.ssl_method"):
         run_task(make_cfg, tmp_path, "bad", "task.ssl_method=byol")
-    assert not (data_dir / "spectral_ssl").exists()
-    assert json.loads((tmp_path / "bad" / "results.json").read_text())["status"] == "failed"
+    assert sorted(data_dir.rglob("*")) == before
+    assert not (tmp_path / "bad").exists()  # a single run with a bad config leaves no run dir
 
 
 def test_task_yaml_keys_are_the_dataclass_fields():
@@ -161,6 +189,29 @@ def digits(tmp_path_factory):
     data = SpuriousDigitsData(Config(), str(tmp_path_factory.mktemp("ssl_data")), seed=0)
     data.setup()
     return data
+
+
+def test_the_draw_is_cached_once_per_seed_with_its_dtypes(tmp_path):
+    data = SpuriousDigitsData(Config(), str(tmp_path), seed=0)
+    data.setup()
+    assert len(list((tmp_path / "spectral_ssl").glob("*.safetensors"))) == 1
+    assert data.train["image"].dtype == torch.float32 and data.train["image"].shape[1] == 64
+    assert data.train["y"].dtype == data.train["a"].dtype == torch.int64
+    assert data.test["probe_half"].dtype == torch.bool
+    # another β and method: the same generating config, so the same file
+    again = SpuriousDigitsData(Config(reg_beta=1.0, ssl_method="simsiam"), str(tmp_path), seed=0)
+    again.setup()
+    assert len(list((tmp_path / "spectral_ssl").glob("*.safetensors"))) == 1
+    for part in ("train", "test"):
+        for key, value in getattr(data, part).items():
+            assert torch.equal(getattr(again, part)[key], value), (part, key)
+    # the cached columns are the draw itself, bit for bit
+    fresh = data.build()
+    assert all(torch.equal(data.tensors[k], fresh[k]) and data.tensors[k].dtype == fresh[k].dtype
+               for k in fresh)
+    SpuriousDigitsData(Config(spurious_rho=0.8), str(tmp_path), seed=0).setup()
+    SpuriousDigitsData(Config(), str(tmp_path), seed=1).setup()
+    assert len(list((tmp_path / "spectral_ssl").glob("*.safetensors"))) == 3
 
 
 def test_train_split_has_the_stated_group_proportions(digits):
@@ -269,13 +320,14 @@ def test_group_accuracies_and_correlation_ratio():
 
 
 def fake_result(method, beta, seed, wga, avg, erank, rho=0.95):
-    pm = {"ssl_method": method, "reg_form": "flat_pr", "reg_layer": "backbone",
-          "spurious_kind": "patch", "n_attr": 10, "spurious_rho": rho, "reg_beta": beta,
-          "worst_group_acc": wga, "avg_acc": avg, "mean_group_acc": avg,
+    params = {"ssl_method": method, "reg_form": "flat_pr", "reg_layer": "backbone",
+              "spurious_kind": "patch", "n_attr": 10, "spurious_rho": rho, "reg_beta": beta}
+    pm = {"worst_group_acc": wga, "avg_acc": avg, "mean_group_acc": avg,
           "worst_group_acc_erm": 0.0, "avg_acc_erm": 0.4, "effective_rank": erank,
           "top_eig_share": 0.2, "spurious_alignment": 0.9, "pc_probe_acc_a": 0.4,
           "pc_probe_acc_y": 0.1, "top_eig_share_peak": 0.3, "chance_a": 0.1, "chance_y": 0.1}
-    return {"status": "completed", "seed": seed, "paper_metrics": pm, "job_dir": ""}
+    return {"status": "completed", "seed": seed, "params": params, "paper_metrics": pm,
+            "job_dir": ""}
 
 
 def test_summarize_pairs_gains_by_seed_and_picks_the_best_beta():
@@ -331,7 +383,7 @@ def test_smoke_run_writes_the_probe_results(short_runs):
                 "spurious_alignment", "worst_group_acc_erm", "avg_acc_erm", "pc_probe_acc_a",
                 "pc_probe_acc_y", "participation_ratio", "top_eig_share_peak"):
         assert math.isfinite(pm[key]), key
-    assert pm["reg_form"] == "flat_pr" and pm["steps_per_epoch"] == 6
+    assert res["params"]["reg_form"] == "flat_pr" and pm["steps_per_epoch"] == 6
     assert pm["epochs"] == SHORT_STEPS // 6
     assert 0 <= pm["worst_group_acc"] <= pm["avg_acc"] <= 1
     last = pd.read_csv(run_dir / "metrics.csv")[["spectrum/backbone/effective_rank",
@@ -391,8 +443,8 @@ def test_simsiam_with_kl_uniform_on_the_projector_runs(make_cfg, tmp_path):
                    "task.reg_form=kl_uniform", "task.reg_layer=projector",
                    "task.spurious_kind=colour", "task.probe_max_iter=50")
     pm = res["paper_metrics"]
-    assert res["status"] == "completed" and pm["reg_form"] == "kl_uniform"
-    assert pm["spurious_kind"] == "colour" and pm["epochs"] == 2
+    assert res["status"] == "completed" and res["params"]["reg_form"] == "kl_uniform"
+    assert res["params"]["spurious_kind"] == "colour" and pm["epochs"] == 2
     assert all(math.isfinite(pm[k]) for k in ("worst_group_acc", "avg_acc", "effective_rank",
                                                 "reg_final", "z_std"))
 

@@ -8,8 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from conftest import CONF
 from runner import run
+from runner.task_params import build_params
 from runner.validation import ConfigError
 from tasks.two_step_gd import model, theory
 from tasks.two_step_gd.analysis import summarize, term_verdict
@@ -30,19 +33,31 @@ def run_task(make_cfg, tmp_path, name, *overrides):
     ("alpha1", -0.1, r"task.alpha1=-0.1 is out of range"),
     ("alpha2", 0.7, r"task.alpha2=0.7 is out of range; allowed: \[0, 0.5\)"),
     ("n_hidden", 4, r"task.n_hidden=4 is out of range; allowed: \[8, inf\)"),
-    ("activation", "tanh", r"task.activation='tanh' is not allowed; choose one of: softplus"),
-    ("target", "ie3", r"task.target='ie3' is not allowed; choose one of: ie1, ie2"),
 ])
 def test_bad_values_raise_config_error_naming_the_key(key, value, match):
     with pytest.raises(ConfigError, match=match):
         Config(**{key: value})
 
 
+@pytest.mark.parametrize("key,value,match", [
+    ("activation", "tanh",
+     r"task.activation='tanh' .*is not allowed; expected one of: softplus, relu_centered"),
+    ("target", "ie3", r"task.target='ie3' .*is not allowed; expected one of: ie1, ie2"),
+    ("alpha1", 0.5, r"task.alpha1=0.5 is out of range; allowed: \[0, 0.5\)"),
+])
+def test_bad_task_node_is_rejected_naming_the_key(key, value, match):
+    node = OmegaConf.load(str(CONF / "task" / "two_step_gd.yaml"))
+    node[key] = value
+    with pytest.raises(ConfigError, match=match):
+        build_params(node)
+
+
 def test_bad_value_fails_before_any_work(make_cfg, tmp_path, data_dir):
+    before = sorted(data_dir.rglob("*"))  # the session's shared cache: nothing may be added
     with pytest.raises(ConfigError, match="task.alpha2"):
         run_task(make_cfg, tmp_path, "bad", "task.alpha2=0.5", "task.n_hidden=16")
-    assert not (data_dir / "two_step_gd").exists()
-    assert json.loads((tmp_path / "bad" / "results.json").read_text())["status"] == "failed"
+    assert sorted(data_dir.rglob("*")) == before
+    assert not (tmp_path / "bad").exists()  # a single run with a bad config leaves no run dir
 
 
 def test_small_ratio_gives_too_few_samples():
@@ -165,15 +180,16 @@ def test_summarize_recovers_known_exponents():
     results = []
     for seed in (0, 1):
         for width in (500, 1000, 2000):
-            pm = {"alpha1": 0.2, "alpha2": 0.45, "target": "ie1", "batch_reuse": False,
-                  "activation": "softplus", "step_scale": 1.0, "n_hidden": width,
-                  "outliers_w1": 1, "outliers_w2": 2, "predicted_outliers_w2": 2,
+            params = {"alpha1": 0.2, "alpha2": 0.45, "target": "ie1", "batch_reuse": False,
+                      "activation": "softplus", "step_scale": 1.0, "n_hidden": width}
+            pm = {"outliers_w1": 1, "outliers_w2": 2, "predicted_outliers_w2": 2,
                   "predicted_outliers_w2_strict": 2, "alignment_beta": 0.3,
                   "alignment_beta_w1": 0.5, "feature_spikes": 1,
                   "predicted_feature_spikes": 1, "residual_rms_step2": 2.0 * width**0.1,
                   "bulk_edge_dw2": 1.0, "top_singular_values_dw1": [3.0 * width**0.2],
                   "top_singular_values_dw2": [5 * width**0.45, 2 * width**0.15, 1.0, 1.0]}
-            results.append({"status": "completed", "seed": seed, "paper_metrics": pm})
+            results.append({"status": "completed", "seed": seed, "params": params,
+                            "paper_metrics": pm})
     results.append({"status": "failed", "seed": 2, "paper_metrics": {}})
     row = summarize(results).iloc[0]
     assert row["fit0"] == pytest.approx(0.45) and row["fit1"] == pytest.approx(0.15)
@@ -195,11 +211,11 @@ def test_smoke_run_files_and_metrics(make_cfg, tmp_path, data_dir):
     assert (tmp_path / "smoke" / "metrics.csv").exists()
     # the draw is cached once and reused by another (alpha1, alpha2) at the same (N, seed)
     def draws():
-        return [d for d in (data_dir / "two_step_gd").iterdir()
-                if json.loads((d / "generating_config.json").read_text())["n_hidden"] == 64]
+        return [f for f in (data_dir / "two_step_gd").glob("*.safetensors")
+                if json.loads(f.with_suffix(".json").read_text())["n_hidden"] == 64]
 
-    before = {d.name: d.stat().st_mtime for d in draws()}
-    assert len(before) == 3  # samples, weights, teacher
+    before = {f.name: f.stat().st_mtime for f in draws()}
+    assert len(before) == 1  # one file holds the samples, weights and teacher
     run_task(make_cfg, tmp_path, "smoke2", "task.n_hidden=64", "task.alpha1=0.2")
     assert {d.name: d.stat().st_mtime for d in draws()} == before
 
@@ -209,6 +225,9 @@ def test_spectral_matrices_over_the_two_steps(tmp_path):
     data = TwoStepData(cfg, str(tmp_path), seed=0)
     data.setup()
     p = data.problem
+    fresh = draw(0, 32, 32, 32, "ie1", 0.1, "sphere")
+    assert sorted(p) == sorted(fresh)  # the cached draw is the draw, bit for bit, in float32
+    assert all(p[k].dtype == torch.float32 and torch.equal(p[k], fresh[k]) for k in fresh)
     assert torch.allclose(p["w0"].norm(dim=1), torch.ones(32), atol=1e-5)  # rows on the sphere
     assert p["beta"].norm() == pytest.approx(1.0, abs=1e-6)
     import pytorch_lightning as pl

@@ -1,0 +1,138 @@
+"""Every task in conf/task/ satisfies the task contract (tasks/base/contract.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+
+from conftest import CONF
+from runner import run
+from runner.task_params import build_params, resolved_params
+from runner.validation import ConfigError
+from tasks.base import TensorDataModule
+from tasks.base.contract import META_KEYS, enum_type, field_defaults, task_parts
+from tiny import TINY
+
+TASK_YAMLS = sorted((CONF / "task").glob("*.yaml"))
+NAMES = [p.stem for p in TASK_YAMLS]
+
+
+def yaml_params(path: Path) -> dict:
+    node = OmegaConf.load(str(path))
+    return {k: v for k, v in OmegaConf.to_container(node).items() if k not in META_KEYS}
+
+
+def test_every_task_has_tiny_overrides():
+    assert sorted(TINY) == NAMES
+
+
+@pytest.mark.parametrize("path", TASK_YAMLS, ids=NAMES)
+def test_parts_subclass_the_bases(path):
+    parts = task_parts(path)
+    assert parts.name == path.stem
+    assert issubclass(parts.data, TensorDataModule), parts.data
+    assert issubclass(parts.module, pl.LightningModule), parts.module
+    assert parts.analysis is not None and callable(parts.analysis.summarize)
+
+
+@pytest.mark.parametrize("path", TASK_YAMLS, ids=NAMES)
+def test_yaml_lists_every_parameter_with_its_dataclass_default_and_a_comment(path):
+    parts = task_parts(path)
+    defaults = field_defaults(parts.config)
+    given = yaml_params(path)
+    assert list(given) == list(defaults), "yaml keys (in order) must equal the Config fields"
+    for key, value in defaults.items():
+        assert given[key] == value, f"task.{key}: yaml {given[key]!r} vs Config {value!r}"
+    lines = {line.split(":", 1)[0]: line for line in path.read_text().splitlines()
+             if line and not line.startswith((" ", "#"))}
+    for key in defaults:
+        assert "#" in lines[key], f"task.{key} has no one-line comment in {path.name}"
+
+
+@pytest.mark.parametrize("path", TASK_YAMLS, ids=NAMES)
+def test_choice_keys_are_enums_rejected_with_their_values(path):
+    parts = task_parts(path)
+    node = OmegaConf.load(str(path))
+    enums = [f for f in dataclasses.fields(parts.config) if enum_type(f) is not None]
+    for field in enums:
+        bad = node.copy()
+        bad[field.name] = "no_such_choice"
+        with pytest.raises(ConfigError) as err:
+            build_params(bad)
+        message = str(err.value)
+        assert f"task.{field.name}='no_such_choice'" in message
+        assert "one of: " + ", ".join(m.value for m in enum_type(field)) in message
+    bogus = node.copy()
+    bogus["no_such_key"] = 1
+    with pytest.raises(ConfigError, match=f"task.no_such_key .* is not a parameter of task "
+                                          f"{parts.name}"):
+        build_params(bogus)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_run_records_params_and_reports_only_measured_metrics(name, make_cfg, tmp_path):
+    cfg = make_cfg([f"task={name}", *TINY[name], "logger=csv", "callbacks=none",
+                    "print_results=false"], tmp_path / "run")
+    results = run(cfg)
+    assert results["status"] == "completed"
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["params"] == resolved_params(build_params(cfg.task))
+    for override in TINY[name]:
+        key, value = override.removeprefix("task.").split("=", 1)
+        assert str(on_disk["params"][key]) == value
+    echoed = set(on_disk["paper_metrics"]) & set(on_disk["params"])
+    assert not echoed, f"paper_metrics repeat parameters: {sorted(echoed)}"
+    numbers = [v for v in on_disk["paper_metrics"].values() if isinstance(v, float)]
+    assert numbers and all(math.isfinite(v) for v in numbers)
+    # summarize() reads a real results.json (a one-run sweep: a fit over widths has no row)
+    rows = task_parts(CONF / "task" / f"{name}.yaml").analysis.summarize(
+        [{**on_disk, "job_dir": str(tmp_path / "run")}])
+    assert isinstance(rows, pd.DataFrame)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_data_is_built_once_then_loaded_from_the_cache(name, make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg([f"task={name}", *TINY[name]], tmp_path / "run")
+    parts = task_parts(CONF / "task" / f"{name}.yaml")
+    params = build_params(cfg.task)
+    first = parts.data(params=params, data_dir=str(tmp_path / "data"), seed=0)
+    first.setup("fit")
+    files = sorted((tmp_path / "data" / name).glob("*.safetensors"))
+    assert files
+
+    def refuse(self):
+        raise AssertionError("rebuilt a cached draw")
+
+    monkeypatch.setattr(parts.data, "build", refuse)
+    again = parts.data(params=params, data_dir=str(tmp_path / "data"), seed=0)
+    again.setup("fit")
+    assert sorted(k for k in again.tensors) == sorted(k for k in first.tensors)
+    for key, tensor in first.tensors.items():
+        assert tensor.dtype == again.tensors[key].dtype
+        assert tensor.equal(again.tensors[key]), key
+    assert sorted((tmp_path / "data" / name).glob("*.safetensors")) == files
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_leave_on_spectra_do_not_change_what_a_run_computes(name, make_cfg, tmp_path):
+    """The default callback set (weights, features, matrices) only observes: the paper metrics
+    equal a run with checkpointing alone, to the last bit (a probe that consumed the global
+    random stream, or left a module in eval mode, would change them)."""
+    base = [f"task={name}", *TINY[name], "logger=csv", "print_results=false"]
+    plain = run(make_cfg([*base, "callbacks=checkpoint"], tmp_path / "plain"))
+    watched = run(make_cfg([*base, "callbacks=default"], tmp_path / "watched"))
+    def measured(metrics: dict) -> dict:  # wall-clock timings differ between any two runs
+        return {k: v for k, v in metrics.items() if not k.endswith("wall_s")}
+
+    assert measured(watched["paper_metrics"]) == measured(plain["paper_metrics"])
+    assert not list((tmp_path / "plain").glob("spectra/*.npz"))
+    npz = sorted(p.stem for p in (tmp_path / "watched").glob("spectra/*.npz"))
+    assert npz, "no probe of the leave-on set applies to this task"
+    assert sorted(p.stem for p in (tmp_path / "watched").glob("plots/*.png")) == npz
