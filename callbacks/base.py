@@ -168,7 +168,7 @@ class SpectralCallback(pl.Callback):
                 plot = self.sink.plot()
             self._plot_s = time.perf_counter() - began
             self._own_s += self._plot_s
-        self.sink.write_summary(self.headline, plot)
+        self.sink.write_summary(self.headline, plot, self._own_s)
 
     def wait_for_plot(self, timeout: float = 120.0) -> None:
         """Wait for a plot drawn in the background (`plot_in_background`); when it failed, say
@@ -177,14 +177,17 @@ class SpectralCallback(pl.Callback):
         if job is None or job[0] is None:
             return
         process, path = job
+        began = time.perf_counter()
         process.join(timeout)
         if process.is_alive():
             process.kill()
+        self._own_s += time.perf_counter() - began
         if process.exitcode != 0 or not path.exists():
             self.warn_once("plot", f"spectra/{self.probe}: the plot {path} was not drawn "
                                    f"(exit code {process.exitcode}); the spectra are in "
                                    f"{self.sink.path}")
-            self.sink.write_summary(self.headline, None)
+            path = None
+        self.sink.write_summary(self.headline, path, self._own_s)
 
     # ------------------------------------------------------------------ one snapshot
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

@@ -116,10 +116,12 @@ class SpectrumSink:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write_summary(self, headline: tuple[str, ...], plot: Path | None) -> None:
+    def write_summary(self, headline: tuple[str, ...], plot: Path | None,
+                      cost_s: float) -> None:
         """Write `spectra/<probe>.summary.json`: the last recorded step, the scalars of that
-        snapshot whose names match a `headline` pattern (fnmatch), the number of snapshots and
-        the plot's path (relative to the run directory)."""
+        snapshot whose names match a `headline` pattern (fnmatch), the number of snapshots, the
+        plot's path (relative to the run directory) and `cost_s`, the probe's wall time in the
+        run (snapshots, writing, plotting or waiting for the plot)."""
         if self.last is None:
             return
         step, scalars = self.last
@@ -127,7 +129,7 @@ class SpectrumSink:
                   if any(fnmatch.fnmatchcase(k, p) for p in headline)}
         snapshots = max((len(steps) for steps, _ in self.history.values()), default=0)
         summary = {"probe": self.probe, "step": step, "snapshots": snapshots,
-                   "headline": picked,
+                   "headline": picked, "cost_s": cost_s,
                    "plot": str(plot.relative_to(self.run_dir)) if plot is not None else None}
         path = self.run_dir / "spectra" / f"{self.probe}.summary.json"
         tmp = path.with_name(f".{path.name}.{os.getpid()}")

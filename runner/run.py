@@ -159,6 +159,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 discard_fresh_run_dir(run_dir)
             raise
     run_dir.mkdir(parents=True, exist_ok=True)
+    callbacks: list[Any] = []
     results: dict[str, Any] = {
         "status": "running",
         "task": str(cfg.task.name),
@@ -201,14 +202,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise KeyboardInterrupt("training was interrupted (resume=auto continues it)")
         if cfg.run_test and _has_test_set(datamodule):
             trainer.test(module, datamodule=datamodule, verbose=False)
-        for callback in callbacks:  # plots drawn in the background while the run finished
-            if hasattr(callback, "wait_for_plot"):
-                callback.wait_for_plot()
         results["metrics"] = scalar_metrics(trainer.callback_metrics)
         # written where training ran (also ddp_spawn workers); a resumed run that had already
         # finished keeps the file of the run that finished
         results["paper_metrics"] = read_paper_metrics(run_dir)
-        results["spectra"] = read_summaries(run_dir)
         paper_scalars = {f"paper/{k}": v
                          for k, v in scalar_metrics(results["paper_metrics"]).items()}
         for lg in trainer.loggers:
@@ -226,9 +223,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if results["status"] == "running":  # KeyboardInterrupt, SystemExit
             results["status"] = "interrupted"
+        finish_wandb()  # while the spectra's plots are drawn in the background
+        for callback in callbacks:
+            if hasattr(callback, "wait_for_plot"):
+                callback.wait_for_plot()
+        if run_dir.is_dir():
+            results["spectra"] = read_summaries(run_dir)
         results["wall_time_s"] = time.time() - start
         atomic_write_json(run_dir / "results.json", results)
-        finish_wandb()
         if cfg.get("print_results", True) and results["status"] == "completed":
             print_results(results, run_dir)
         else:

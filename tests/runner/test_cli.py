@@ -38,12 +38,18 @@ def test_single_run_as_a_subprocess(tmp_path):
     run_dir = only_dir(tmp_path / "outputs" / "optimizer_scaling")
     assert f"run directory: {run_dir}" in proc.stdout
     assert "paper/test_loss" in proc.stdout  # the results table
+    # ...and the spectra table: the default callbacks watch the task's matrices (Σ̂ here;
+    # this module has no forward and no weight matrix, so those probes turn themselves off)
+    assert "spectra (last snapshot)" in proc.stdout and "plots/matrices.png" in proc.stdout
+    assert "sigma_hat/top1" in proc.stdout
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
         assert (run_dir / ".hydra" / name).is_file()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed"
     assert "task.optimizer=natural_gradient" in results["overrides"]
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
+    assert sorted(results["spectra"]) == ["matrices"]
+    assert (run_dir / results["spectra"]["matrices"]["plot"]).is_file()
     logged = [r["test/loss"] for r in history(find_run_file(run_dir)) if "test/loss" in r]
     assert logged[-1] == pytest.approx(results["paper_metrics"]["test_loss"], rel=1e-12)
     # microseconds in the directory name: <date>_<time>_<6 digits>

@@ -7,11 +7,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
+import torch
 from omegaconf import OmegaConf
 
+from callbacks.spectra import effective_rank
 from conftest import CONF
 from runner import run
 from runner.task_params import build_params, resolved_params
@@ -136,3 +139,22 @@ def test_the_leave_on_spectra_do_not_change_what_a_run_computes(name, make_cfg, 
     npz = sorted(p.stem for p in (tmp_path / "watched").glob("spectra/*.npz"))
     assert npz, "no probe of the leave-on set applies to this task"
     assert sorted(p.stem for p in (tmp_path / "watched").glob("plots/*.png")) == npz
+    # the final table's numbers: the last snapshot of each probe, re-derived from its npz
+    summaries = watched["spectra"]
+    assert sorted(summaries) == npz
+    for probe, summary in summaries.items():
+        assert summary["plot"] == f"plots/{probe}.png" and summary["cost_s"] > 0
+        with np.load(tmp_path / "watched" / "spectra" / f"{probe}.npz") as data:
+            names = [k for k in data.files if not k.endswith("__steps")]
+            assert summary["step"] == max(int(data[k + "__steps"][-1]) for k in names)
+            assert summary["snapshots"] == max(len(data[k + "__steps"]) for k in names)
+            last = {k: data[k][-1][~np.isnan(data[k][-1].real)] for k in names}
+        if probe == "features":
+            ranks = [effective_rank(torch.as_tensor(v), name=k) for k, v in last.items()]
+            assert summary["headline"]["mean_effective_rank"] == pytest.approx(
+                float(np.mean(ranks)), rel=1e-9)
+        if probe == "matrices":
+            for key, value in summary["headline"].items():
+                name, metric = key.rsplit("/", 1)
+                if metric == "top1":
+                    assert value == pytest.approx(float(last[name].real.max()), rel=1e-9)
