@@ -108,7 +108,7 @@ class SpectralCallback(pl.Callback):
         self._min_gap = max(2 * self._min_gap, 2 * max(1, spacing))
         self.warn_once("budget", (
             f"spectra/{self.probe} used {100 * self._own_s / elapsed:.1f}% of training time "
-            f"(budget {100 * self.budget_frac:.0f}%): snapshots are now at least "
+            f"(budget {100 * self.budget_frac:g}%): snapshots are now at least "
             f"{self._min_gap} steps apart"))
 
     # ------------------------------------------------------------------ helpers
