@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from callbacks.base import SpectralCallback, probe_inputs
+from callbacks.base import SpectralCallback, probe_inputs, restore_modes
 from callbacks.spectra import eigvals_sym, flatten_ntk, ntk_matrix, ntk_metrics
 
 
@@ -33,8 +33,13 @@ class NTKSpectrum(SpectralCallback):
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.x, y = probe_inputs(trainer, pl_module, self.n_points)
-        with torch.no_grad():
-            outputs = pl_module(self.x[:1]).numel()
+        modes = {m: m.training for m in pl_module.modules()}
+        pl_module.eval()  # one sample through BatchNorm: only its running statistics apply
+        try:
+            with torch.no_grad():
+                outputs = pl_module(self.x[:1]).numel()
+        finally:
+            restore_modes(modes)
         if outputs > self.max_outputs:
             raise ValueError(f"the model has {outputs} outputs per sample (max_outputs="
                              f"{self.max_outputs}); the NTK would be {outputs}x{outputs} per pair "

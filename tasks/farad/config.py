@@ -79,6 +79,11 @@ class Config:
         check_range("task.threshold", self.threshold, 0.0, 1.0)
         check_range("task.debias_start", self.debias_start, 0, None)
         check_range("task.iterations", self.iterations, 1, None)
+        if self.method != "fixmatch" and self.debias_start >= self.iterations:
+            raise ConfigError(
+                f"task.debias_start={self.debias_start} >= task.iterations={self.iterations}: "
+                f"{self.method} would never debias; choose debias_start < iterations",
+                key="task.debias_start")
         check_range("task.labeled_n1", self.labeled_n1, 1, None)
         check_range("task.gamma_l", self.gamma_l, 1.0, None)
         check_range("task.unlabeled_m1", self.unlabeled_m1, 1, None)

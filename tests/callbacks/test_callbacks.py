@@ -314,3 +314,31 @@ def test_plots_draw_at_most_max_lines_steps_with_first_and_last():
     assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 99
     assert picked == sorted(set(picked))
     assert shown_steps(5, 16) == [0, 1, 2, 3, 4]
+
+
+class TinyBatchNorm(TinyRegression):
+    """The regression MLP with a BatchNorm layer (a one-sample forward in train mode raises)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(),
+                                 nn.Linear(16, 1)).double()
+
+
+def test_ntk_probe_works_on_a_batchnorm_model_and_restores_train_mode(tmp_path):
+    ntk = NTKSpectrum(every_n_steps=4, n_points=8, plot=False)
+    _, module = fit(tmp_path, [ntk], max_steps=8, module=TinyBatchNorm())
+    assert ntk.disabled_reason is None, ntk.disabled_reason
+    assert module.net[1].training  # the probe's eval-mode forwards left train mode as it was
+    with np.load(tmp_path / "spectra" / "ntk.npz") as data:
+        assert list(data["eigenvalues__steps"]) == [0, 4, 8]
+        kernel_top = data["eigenvalues"][-1][0]
+    # the probe's kernel is the eval-mode NTK: J Jᵀ of the running-statistics network
+    module.eval()
+    x, names = ntk.x, [n for n, _ in module.named_parameters()]
+    blocks = torch.autograd.functional.jacobian(
+        lambda *p: torch.func.functional_call(module, dict(zip(names, p)), (x,)).sum(-1),
+        tuple(module.parameters()))
+    jac = torch.cat([b.reshape(len(x), -1) for b in blocks], dim=1)
+    assert kernel_top == pytest.approx(float(torch.linalg.eigvalsh(jac @ jac.T)[-1]), rel=1e-9)

@@ -255,12 +255,20 @@ def test_bad_choices_raise_config_error_with_the_allowed_values(kwargs, match):
      r"gray"),
     ({"method": "farad", "reference": "ones"}, r"choose one of: auto, fourier"),
     ({"labeled_n1": 200}, r"task.labeled_n1 \+ task.unlabeled_m1 \+ task.test_per_class need"),
+    ({"iterations": 100, "debias_start": 500}, r"task.debias_start=500 >= task.iterations=100: "
+                                               r"farad would never debias"),
+    ({"method": "cdmad", "iterations": 100, "debias_start": 100}, r"cdmad would never debias"),
 ])
 def test_bad_values_raise_config_error_naming_the_key(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Config(**kwargs)
     with pytest.raises(ConfigError, match=match):  # the same through the runner (enum values)
         build_params(OmegaConf.create({"name": "farad", **kwargs}))
+
+
+def test_fixmatch_may_start_debiasing_after_the_run_since_it_never_debiases():
+    assert Config(method="fixmatch", iterations=100, debias_start=500).debias_start == 500
+    assert Config(iterations=100, debias_start=99).debias_start == 99  # the last step debiases
 
 
 def test_auto_reference_rule():
