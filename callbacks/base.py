@@ -119,9 +119,12 @@ class SpectralCallback(pl.Callback):
             log.warning(message)
 
     def disable(self, reason: str) -> None:
-        """Turn this callback off for the run, saying why once."""
+        """Turn this callback off for the run, saying why once (at INFO: a probe that does not
+        apply to a model, e.g. features of a module without forward(), is no fault)."""
         self.disabled_reason = reason
-        self.warn_once("disabled", f"spectra/{self.probe} is off for this run: {reason}")
+        if "disabled" not in self._warned:
+            self._warned.add("disabled")
+            log.info(f"spectra/{self.probe} is off for this run: {reason}")
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -17,7 +17,7 @@ TRACKED_PACKAGES = (
     "hydra-core",
     "omegaconf",
     "wandb",
-    "datasets",
+    "safetensors",
     "transformers",
     "numpy",
 )

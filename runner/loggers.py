@@ -48,7 +48,13 @@ def build_loggers(
             node["name"] = node.get("name") or run_name
             Path(node.get("save_dir") or run_dir).mkdir(parents=True, exist_ok=True)
         has_csv = has_csv or target.endswith("CSVLogger")
-        loggers.append(instantiate(node, _convert_="all"))
+        logger = instantiate(node, _convert_="all")
+        if target.endswith("WandbLogger") and getattr(logger, "_wandb_init", {}).get(
+                "anonymous", "x") is None:
+            # Lightning always passes anonymous=None, which W&B 0.31 answers with a warning on
+            # every run ("The anonymous setting has no effect")
+            del logger._wandb_init["anonymous"]
+        loggers.append(logger)
         del key
     if not has_csv:
         from runner.csv_logger import CSVLogger

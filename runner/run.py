@@ -22,6 +22,7 @@ from callbacks.sink import read_summaries
 from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
 from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
+from runner.run_dir import check_run_dir, clear_outputs, record_config, recorded_config
 from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError, check_choice
 
@@ -31,6 +32,16 @@ log = logging.getLogger("spectrum")
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _DropAdverts(logging.Filter):
+    """Drop Lightning's advert for its cloud logger (printed on every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
 
 
 def hydra_context() -> tuple[bool, list[str], str | None]:
@@ -149,11 +160,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     multirun, overrides, sweep_dir = hydra_context()
     run_dir = Path(cfg.paths.output_dir).resolve()
-    fresh = not (run_dir / "results.json").exists()
+    fresh = recorded_config(run_dir) is None and not (run_dir / "results.json").exists()
+    start_over = False
     if not multirun:  # a bad config stops before any work and leaves no run directory behind
         try:
             build_params(cfg.task)
             check_trainer(cfg.trainer)
+            start_over = check_run_dir(run_dir, cfg, str(cfg.resume))
         except ConfigError:
             if fresh:
                 discard_fresh_run_dir(run_dir)
@@ -173,6 +186,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "versions": package_versions(),
     }
     try:
+        if multirun:  # a job's config error is recorded in its own (fresh) directory
+            start_over = check_run_dir(run_dir, cfg, str(cfg.resume))
+        if start_over:
+            clear_outputs(run_dir)
+        record_config(run_dir, cfg, overrides)
         params = build_params(cfg.task)
         results["params"] = resolved_params(params)
         check_trainer(cfg.trainer)

@@ -153,7 +153,7 @@ def test_task_tiny_config_with_every_callback_on_cuda(task, tmp_path, caplog):
     cfg = compose_config([f"task={task}", *tiny[task], "trainer=gpu", "callbacks=spectra",
                           "logger=csv", "print_results=false"], tmp_path / "run",
                          tmp_path / "data")
-    with caplog.at_level(logging.WARNING, logger="spectrum.callbacks"):
+    with caplog.at_level(logging.INFO, logger="spectrum.callbacks"):
         results = run(cfg)
     assert results["status"] == "completed"
     # a callback may be off for a task (no forward, no loss_fn, ...), never for its device
