@@ -171,7 +171,7 @@ class SpectralCallback(pl.Callback):
                 plot = self.sink.plot()
             self._plot_s = time.perf_counter() - began
             self._own_s += self._plot_s
-        self.sink.write_summary(self.headline, plot, self._own_s)
+        self.sink.write_summary(self.headline, plot, self._own_s, off=self.disabled_reason)
 
     def wait_for_plot(self, timeout: float = 120.0) -> None:
         """Wait for a plot drawn in the background (`plot_in_background`); when it failed, say
@@ -190,7 +190,7 @@ class SpectralCallback(pl.Callback):
                                    f"(exit code {process.exitcode}); the spectra are in "
                                    f"{self.sink.path}")
             path = None
-        self.sink.write_summary(self.headline, path, self._own_s)
+        self.sink.write_summary(self.headline, path, self._own_s, off=self.disabled_reason)
 
     # ------------------------------------------------------------------ one snapshot
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

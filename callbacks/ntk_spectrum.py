@@ -41,9 +41,9 @@ class NTKSpectrum(SpectralCallback):
         finally:
             restore_modes(modes)
         if outputs > self.max_outputs:
-            raise ValueError(f"the model has {outputs} outputs per sample (max_outputs="
-                             f"{self.max_outputs}); the NTK would be {outputs}x{outputs} per pair "
-                             "of points (for a language model, watch a smaller head)")
+            raise ValueError(f"the model has {outputs} outputs per sample, more than max_outputs="
+                             f"{self.max_outputs} (the NTK is {outputs}x{outputs} per pair of "
+                             "points); raise callbacks.ntk_spectrum.max_outputs to compute it")
         self.y = y.to(torch.float64) if y is not None and y.is_floating_point() else None
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule

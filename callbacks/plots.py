@@ -72,7 +72,7 @@ def plot_probe(history: dict[str, tuple[list[int], list[np.ndarray]]], out: Path
     fig.suptitle(title)
     # fixed margins: tight_layout measured every tick label of every panel (slow)
     width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height,
+    fig.subplots_adjust(left=0.95 / width, right=1 - 0.15 / width, bottom=0.55 / height,
                         top=1 - 0.7 / height, wspace=0.35, hspace=0.5)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

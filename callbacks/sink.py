@@ -116,27 +116,26 @@ class SpectrumSink:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write_summary(self, headline: tuple[str, ...], plot: Path | None,
-                      cost_s: float) -> None:
+    def write_summary(self, headline: tuple[str, ...], plot: Path | None, cost_s: float,
+                      off: str | None = None) -> None:
         """Write `spectra/<probe>.summary.json`: the last recorded step, the scalars of that
         snapshot whose names match a `headline` pattern (fnmatch), the number of snapshots, the
-        plot's path (relative to the run directory) and `cost_s`, the probe's wall time in the
-        run (snapshots, writing, plotting or waiting for the plot)."""
-        if self.last is None:
-            return
-        step, scalars = self.last
+        plot's path (relative to the run directory), `cost_s`, the probe's wall time in the
+        run (snapshots, writing, plotting or waiting for the plot), and `off`: why the probe
+        turned itself off (None while it ran)."""
+        step, scalars = self.last if self.last is not None else (None, {})
         picked = {k: v for k, v in scalars.items()
                   if any(fnmatch.fnmatchcase(k, p) for p in headline)}
         snapshots = max((len(steps) for steps, _ in self.history.values()), default=0)
         summary = {"probe": self.probe, "step": step, "snapshots": snapshots,
-                   "headline": picked, "cost_s": cost_s,
+                   "headline": picked, "cost_s": cost_s, "off": off,
                    "plot": str(plot.relative_to(self.run_dir)) if plot is not None else None}
         path = self.run_dir / "spectra" / f"{self.probe}.summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, path)
 
-    # ------------------------------------------------------------------ plotting
     def plot_in_background(self) -> tuple[Any, Path] | None:
         """Start drawing the plot in a forked process and return (process, png path), or None
         when nothing was recorded; where fork is not the platform's way (not Linux) draw it now

@@ -146,7 +146,10 @@ def print_results(results: dict[str, Any], run_dir: Path) -> None:
             items = [f"{k} {v:.4g}" for k, v in summary["headline"].items()]
             more = f", … (+{len(items) - 4} in results.json)" if len(items) > 4 else ""
             text = ", ".join(items[:4]) + more or "-"
-            st.add_row(probe, str(summary["step"]), text, summary.get("plot") or "-")
+            if summary.get("off"):
+                text = f"off: {summary['off']}" if not items else f"{text} (then off)"
+            step = "-" if summary["step"] is None else str(summary["step"])
+            st.add_row(probe, step, text, summary.get("plot") or "-")
         console.print(st)
     print(f"run directory: {run_dir}")
 
@@ -211,7 +214,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             callbacks.append(RichProgressBar())
         trainer = instantiate(
             cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
-            enable_progress_bar=show_bar, enable_checkpointing=None,
+            enable_progress_bar=show_bar,
+            # callbacks=none means no checkpoints: not even Lightning's default one
+            enable_checkpointing=any(type(cb).__name__ == "ModelCheckpoint" for cb in callbacks),
         )
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

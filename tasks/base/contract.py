@@ -6,16 +6,27 @@ A task `<name>` is
   (`max_steps` / `max_epochs`) and one key per field of the parameter dataclass, with the same
   default and a one-line comment;
 - `tasks/<name>/config.py`: `Config`, a dataclass, the one source of truth of each parameter:
-  its type (choice keys are `enum.StrEnum`s, so a bad value is rejected with the allowed values
+  its type (choice keys are `enum.StrEnum`s made with `choices()`, so a bad value is rejected with the allowed values
   wherever it was set) and its range checks (`__post_init__`, raising `ConfigError`). The
   runner builds it with `runner.task_params.build_params`, which checks keys, types and enum
   values; `Config(...)` called directly (tests) runs the range checks only;
-- a data module (a `TensorDataModule`) and a `LightningModule` built as `cls(params=Config)`;
-  the module may offer `paper_metrics()` (the numbers the paper reports: measured values only,
-  the resolved parameters are in `results.json["params"]` already), `spectral_matrices()`,
-  `loss_fn(outputs, targets)` and `spectral_probe_batch()` for the callbacks;
+- a data module (a `TensorDataModule`): `generating_config()`, `build()`, optionally
+  `on_tensors()` to derive views, and its own `train_dataloader()` (and `test_dataloader()`
+  when the task has a test set: the runner then calls `trainer.test`);
+- a `LightningModule` built as `cls(params=Config)`, reading its data in `setup()` through
+  `self.trainer.datamodule` (e.g. `.problem`, `.tensors`). It may offer, for the runner and
+  the callbacks: `paper_metrics()` (the numbers the paper reports: measured values only, the
+  resolved parameters are in `results.json["params"]` already), `spectral_matrices()` and
+  `spectral_reference()` (MatrixSpectrum), `forward(x)` (FeatureSpectrum, NTKSpectrum),
+  `loss_fn(outputs, targets)` (HessianSpectrum) and `spectral_probe_batch()` (a fixed probe
+  batch instead of the first train batches);
 - `tasks/<name>/analysis.py` with `summarize(results) -> DataFrame` for sweeps (built from the
-  helpers in `tasks.base.aggregate`).
+  helpers in `tasks.base.aggregate`), optionally `notes(summary) -> markdown` and
+  `plot(summary, results, out_dir) -> [png paths]` (`python -m runner.report` calls them);
+- its tiny overrides in `tests/tasks/tiny.py` and its tests in `tests/tasks/test_<name>.py`.
+
+Range checks use `runner.validation` (`check_range`, `check_positive`, `check_choice` for a
+constrained combination; each raises `ConfigError` naming the key).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ RECONSTRUCTION = {
 }
 PAPER = {"gd": {1.0: 0.12}, "natural_gradient": {1.0: 0.31}}
 OPTIMIZER_ORDER = ["gd", "diag", "adam", "matrix_sign", "natural_gradient"]
+# an empty summary (no (optimizer, s) with two widths to fit) still has the table's key columns
+SUMMARY_COLUMNS = ["optimizer", "s", "steps", "alpha", "alpha_sd", "n_seeds"]
 
 
 def runs_table(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -29,7 +31,7 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
     """Return alpha (mean, sd over seeds) per (optimizer, s, steps), beside the spec's values."""
     runs = runs_table(results)
     if runs.empty:
-        return pd.DataFrame(columns=["optimizer", "s", "alpha", "alpha_sd", "n_seeds"])
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
     per_seed = []
     for (opt, s, steps, seed), g in runs.groupby(["optimizer", "s", "steps", "seed"]):
         if g["n_features"].nunique() < 2:
@@ -40,7 +42,7 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
                          "n_widths": len(g)})
     per_seed = pd.DataFrame(per_seed)
     if per_seed.empty:
-        return pd.DataFrame(columns=["optimizer", "s", "alpha", "alpha_sd", "n_seeds"])
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
     table = aggregate.mean_sd(per_seed, ["optimizer", "s", "steps"], ["alpha"], mean_suffix="")
     table["alpha_sd"] = table["alpha_sd"].fillna(0.0)
     table["n_widths"] = per_seed.groupby(["optimizer", "s", "steps"])["n_widths"].max().to_numpy()
@@ -56,6 +58,8 @@ def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 def delta_alpha(summary: pd.DataFrame) -> pd.DataFrame:
     """Return Δalpha = alpha_NG − alpha_GD and their ratio per (s, steps)."""
+    if summary.empty:
+        return pd.DataFrame()
     pivot = summary.pivot_table(index=["steps", "s"], columns="optimizer", values="alpha")
     if "gd" not in pivot or "natural_gradient" not in pivot:
         return pd.DataFrame()

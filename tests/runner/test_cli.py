@@ -48,7 +48,11 @@ def test_single_run_as_a_subprocess(tmp_path):
     assert results["status"] == "completed"
     assert "task.optimizer=natural_gradient" in results["overrides"]
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
-    assert sorted(results["spectra"]) == ["matrices"]
+    spectra = results["spectra"]
+    assert sorted(spectra) == ["features", "matrices", "weights"] and spectra["matrices"]["off"] is None
+    assert "no weight matrix" in spectra["weights"]["off"]  # an N×1 readout: nothing to fit
+    assert "defines no forward()" in spectra["features"]["off"]
+    assert "off: no weight matrix" in proc.stdout  # the table says why, not only the log
     assert (run_dir / results["spectra"]["matrices"]["plot"]).is_file()
     logged = [r["test/loss"] for r in history(find_run_file(run_dir)) if "test/loss" in r]
     assert logged[-1] == pytest.approx(results["paper_metrics"]["test_loss"], rel=1e-12)

@@ -66,3 +66,10 @@ def test_resume_never_starts_over_in_the_same_directory(make_cfg, tmp_path):
     # and the directory now belongs to the new config: the old one is refused
     with pytest.raises(ConfigError, match=r"task.s: 2.0 -> 1.0"):
         run(make_cfg(QUIET, run_dir))
+
+
+def test_callbacks_none_writes_no_checkpoint(make_cfg, tmp_path):
+    results = run(make_cfg([*TINY_SCALING, "logger=csv", "callbacks=none",
+                            "print_results=false"], tmp_path / "run"))
+    assert results["status"] == "completed" and results["spectra"] == {}
+    assert not list((tmp_path / "run").rglob("*.ckpt"))  # not even Lightning's default one

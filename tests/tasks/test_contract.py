@@ -140,8 +140,10 @@ def test_the_leave_on_spectra_do_not_change_what_a_run_computes(name, make_cfg, 
     assert npz, "no probe of the leave-on set applies to this task"
     assert sorted(p.stem for p in (tmp_path / "watched").glob("plots/*.png")) == npz
     # the final table's numbers: the last snapshot of each probe, re-derived from its npz
-    summaries = watched["spectra"]
+    summaries = {p: v for p, v in watched["spectra"].items() if v["off"] is None}
     assert sorted(summaries) == npz
+    for probe, summary in watched["spectra"].items():  # a probe that does not apply says why
+        assert probe in summaries or (summary["off"] and summary["plot"] is None), summary
     for probe, summary in summaries.items():
         assert summary["plot"] == f"plots/{probe}.png" and summary["cost_s"] > 0
         with np.load(tmp_path / "watched" / "spectra" / f"{probe}.npz") as data:

@@ -11,7 +11,7 @@ from runner import run
 from runner.validation import ConfigError
 from tasks.base.aggregate import fit_power_law
 from tasks.optimizer_scaling import solvers
-from tasks.optimizer_scaling.analysis import summarize
+from tasks.optimizer_scaling.analysis import notes, summarize
 from tasks.optimizer_scaling.config import Config
 from tasks.optimizer_scaling.data import OptimizerScalingData, draw_problem
 
@@ -97,6 +97,15 @@ def test_summarize_recovers_a_known_exponent():
     assert row["n_seeds"] == 2 and row["alpha_paper"] == 0.31
     assert fit_power_law(np.array(widths), 2.0 * np.array(widths, float) ** -0.5) == \
         pytest.approx(-0.5)
+
+
+def test_a_sweep_with_one_width_summarizes_to_an_empty_table_and_no_notes():
+    results = [{"status": "completed", "seed": 0, "params": {
+        "optimizer": opt, "s": 1.0, "steps": 10, "n_features": 32},
+        "paper_metrics": {"test_loss": 1.0}} for opt in ("gd", "natural_gradient")]
+    table = summarize(results)
+    assert table.empty and list(table.columns[:3]) == ["optimizer", "s", "steps"]
+    assert notes(table) == ""
 
 
 def test_natural_gradient_scales_faster_than_gd_at_s_1():
