@@ -106,10 +106,11 @@ class SpectralCallback(pl.Callback):
             return
         spacing = step - self._prev_step
         self._min_gap = max(2 * self._min_gap, 2 * max(1, spacing))
-        self.warn_once("budget", (
-            f"spectra/{self.probe} used {100 * self._own_s / elapsed:.1f}% of training time "
-            f"(budget {100 * self.budget_frac:g}%): snapshots are now at least "
-            f"{self._min_gap} steps apart"))
+        if "budget" not in self._warned:  # the budget doing its job: information, said once
+            self._warned.add("budget")
+            log.info(f"spectra/{self.probe} used {100 * self._own_s / elapsed:.1f}% of training "
+                     f"time so far (budget {100 * self.budget_frac:g}%): snapshots are now at "
+                     f"least {self._min_gap} steps apart")
 
     # ------------------------------------------------------------------ helpers
     def warn_once(self, key: str, message: str) -> None:

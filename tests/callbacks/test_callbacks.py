@@ -259,7 +259,7 @@ def test_nan_weights_log_a_warning_instead_of_crashing(tmp_path, caplog):
 
 def test_budget_spaces_snapshots_out_and_says_so(tmp_path, caplog):
     slow = MatrixSpectrum(every_n_steps=1, budget_frac=0.01)
-    with caplog.at_level(logging.WARNING, logger="spectrum.callbacks"):
+    with caplog.at_level(logging.INFO, logger="spectrum.callbacks"):
         fit(tmp_path, [slow], max_steps=30)
     with np.load(tmp_path / "spectra" / "matrices.npz") as m:
         steps = list(m["w1__steps"])
