@@ -49,8 +49,8 @@ def where_set(key: str) -> str:
     if not HydraConfig.initialized():
         return "set in the config"
     hc = HydraConfig.get()
-    for override in hc.overrides.task:
-        if _override_key(override) == key:
+    for override in hc.overrides.task:  # the key itself, or a key inside it (callbacks.x.y=1)
+        if _override_key(override) == key or _override_key(override).startswith(key + "."):
             return f"set by the override {override}"
     choices = hc.runtime.choices
     experiment = choices.get("experiment")

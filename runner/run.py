@@ -19,10 +19,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.sink import read_summaries
+from runner.config_sources import where_set
 from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
 from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
 from runner.run_dir import check_run_dir, clear_outputs, record_config, recorded_config
+from runner.run_options import check_run_options
 from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError, check_choice
 
@@ -87,11 +89,20 @@ def progress_bar_enabled(setting: Any) -> bool:
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every callback node that has a `_target_`."""
+    """Instantiate every callback node that has a `_target_`; a callback that rejects its
+    arguments raises ConfigError naming `callbacks.<name>`, where it was set and its reason."""
+    from hydra.errors import InstantiationException
+
     out = []
-    for node in (callbacks_cfg or {}).values():
-        if node is not None and "_target_" in node:
+    for name, node in (callbacks_cfg or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        try:
             out.append(instantiate(node))
+        except InstantiationException as err:
+            cause = err.__cause__ or err
+            raise ConfigError(f"callbacks.{name} ({where_set(f'callbacks.{name}')}): "
+                              f"{type(cause).__name__}: {cause}", key=f"callbacks.{name}") from None
     return out
 
 
@@ -165,10 +176,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir).resolve()
     fresh = recorded_config(run_dir) is None and not (run_dir / "results.json").exists()
     start_over = False
+    user_callbacks: list[Any] | None = None
     if not multirun:  # a bad config stops before any work and leaves no run directory behind
         try:
+            check_run_options(cfg)
             build_params(cfg.task)
             check_trainer(cfg.trainer)
+            user_callbacks = build_callbacks(cfg.get("callbacks"))
             start_over = check_run_dir(run_dir, cfg, str(cfg.resume))
         except ConfigError:
             if fresh:
@@ -179,7 +193,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {
         "status": "running",
         "task": str(cfg.task.name),
-        "seed": int(cfg.seed),
+        "seed": cfg.seed if isinstance(cfg.seed, int) else str(cfg.seed),
         "overrides": overrides,
         "run_dir": str(run_dir),
         "wall_time_s": 0.0,
@@ -190,6 +204,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     try:
         if multirun:  # a job's config error is recorded in its own (fresh) directory
+            check_run_options(cfg)
             start_over = check_run_dir(run_dir, cfg, str(cfg.resume))
         if start_over:
             clear_outputs(run_dir)
@@ -206,7 +221,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         module, datamodule = build_task(cfg, params)
         group = f"{cfg.task.name}-{Path(sweep_dir).name}" if sweep_dir else None
         loggers = build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
-        callbacks = [*build_callbacks(cfg.get("callbacks")), PaperMetricsCollector(run_dir)]
+        if user_callbacks is None:
+            user_callbacks = build_callbacks(cfg.get("callbacks"))
+        callbacks = [*user_callbacks, PaperMetricsCollector(run_dir)]
         show_bar = progress_bar_enabled(cfg.progress_bar)
         if show_bar:
             from pytorch_lightning.callbacks import RichProgressBar

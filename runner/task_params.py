@@ -22,7 +22,7 @@ from runner.config_sources import where_set
 from runner.validation import ConfigError
 from tasks.base.contract import META_KEYS, enum_type, param_class, resolved_params
 
-__all__ = ["build_params", "resolved_params"]
+__all__ = ["build_params", "resolved_params", "validate_node"]
 
 
 def _type_name(tp: Any) -> str:
@@ -40,13 +40,10 @@ def _allowed(field: dataclasses.Field | None) -> str:
     return f"a value of type {_type_name(field.type)}"
 
 
-def build_params(task_cfg: DictConfig) -> Any:
-    """Return the validated parameter dataclass for `task_cfg` (raises ConfigError)."""
-    name = task_cfg.get("name")
-    if not name:
-        raise ConfigError("task.name is missing: every conf/task/<name>.yaml sets `name`")
-    cls = param_class(str(name))
-    raw = {k: v for k, v in task_cfg.items() if k not in META_KEYS}
+def validate_node(raw: dict[str, Any], cls: type, prefix: str, owner: str) -> Any:
+    """Return `raw` merged into the dataclass `cls` (keys, types, enum values, then its
+    `__post_init__` range checks); a ConfigError names the key (`prefix` + name), where it was
+    set and what is allowed. `owner` says whose key it is ("a parameter of task farad")."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(raw))
@@ -54,16 +51,25 @@ def build_params(task_cfg: DictConfig) -> Any:
     except ConfigKeyError as err:
         key = str(getattr(err, "key", None) or err)
         close = difflib.get_close_matches(key, list(fields), n=1)
-        hint = f" (did you mean task.{close[0]}?)" if close else ""
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
         raise ConfigError(
-            f"task.{key} ({where_set(f'task.{key}')}) is not a parameter of task {name}{hint}; "
+            f"{prefix}{key} ({where_set(prefix + key)}) is not {owner}{hint}; "
             f"allowed: {', '.join(fields)}") from None
     except ValidationError as err:
         key = str(getattr(err, "full_key", None) or getattr(err, "key", "?")).split(".")[0]
         raise ConfigError(
-            f"task.{key}={raw.get(key)!r} ({where_set(f'task.{key}')}) is not allowed; "
-            f"expected {_allowed(fields.get(key))}") from None
+            f"{prefix}{key}={raw.get(key)!r} ({where_set(prefix + key)}) is not allowed; "
+            f"expected {_allowed(fields.get(key))}", key=prefix + key) from None
     except ConfigError as err:  # a range check of __post_init__
         if err.key is None:
             raise
         raise ConfigError(f"{err} ({where_set(err.key)})", key=err.key) from None
+
+
+def build_params(task_cfg: DictConfig) -> Any:
+    """Return the validated parameter dataclass for `task_cfg` (raises ConfigError)."""
+    name = task_cfg.get("name")
+    if not name:
+        raise ConfigError("task.name is missing: every conf/task/<name>.yaml sets `name`")
+    raw = {k: v for k, v in task_cfg.items() if k not in META_KEYS}
+    return validate_node(raw, param_class(str(name)), "task.", f"a parameter of task {name}")

@@ -91,6 +91,8 @@ def test_help_lists_groups_and_cfg_prints_the_config(tmp_path):
                                "not allowed; expected one of: gd, diag, adam, matrix_sign, "
                                "natural_gradient"),
         ("trainer=gpu", "trainer.accelerator=gpu needs CUDA"),
+        ("progress_bar=maybe", "progress_bar='maybe' is not allowed; choose one of: auto, true, "
+                               "false (set by the override progress_bar=maybe)"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_clear_message(tmp_path, override, message):
