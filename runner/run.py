@@ -72,8 +72,8 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 
 
 def resume_checkpoint(run_dir: Path, mode: str) -> str | None:
-    """Return `<run_dir>/checkpoints/last.ckpt` when resume=auto and it exists, else None."""
-    check_choice("resume", mode, ["auto", "never"])
+    """Return `<run_dir>/checkpoints/last.ckpt` when resume=auto and it exists, else None
+    (`resume` was checked with the other top-level keys: runner/run_options.py)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     return str(last) if mode == "auto" and last.exists() else None
 
@@ -81,10 +81,7 @@ def resume_checkpoint(run_dir: Path, mode: str) -> str | None:
 def progress_bar_enabled(setting: Any) -> bool:
     """Return whether to show Lightning's rich progress bar (`auto`: a TTY outside CI)."""
     if isinstance(setting, bool):
-        return setting
-    check_choice("progress_bar", str(setting), ["auto", "true", "false"])
-    if str(setting) != "auto":
-        return str(setting) == "true"
+        return setting  # anything else than auto, true, false was refused by run_options.py
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
