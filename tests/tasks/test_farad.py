@@ -418,7 +418,7 @@ def test_reference_spectra_figure(tmp_path):
 # ----------------------------------------------------------------------------- claims
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "finding (README, farad): with the spec's 3 seeds (0, 1, 2) FARAD's tail3 is 0.687 vs "
     "FixMatch's 0.691 (per seed 0.627/0.713/0.720 vs 0.680/0.713/0.680); over 5 paired seeds "
     "it holds, 0.733 vs 0.669 (test_claim1_tail3_under_reversed_gamma_u_5_seeds)"))
@@ -484,7 +484,7 @@ def test_claim1_tail3_under_reversed_gamma_u_5_seeds(make_cfg, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "finding (README, farad): at γ_l = 10, reversed γ_u, FARAD's bACC is 0.879 vs CDMAD-gray's "
     "0.890 (paired d = −0.011 ± 0.015 over 5 seeds), just outside the 1-point margin; it holds "
     "vs CDMAD-ones (0.856) and at γ_l = 20 (0.808 vs 0.764)"))
@@ -513,7 +513,7 @@ def test_claim4_fourier_bias_tracks_the_prior_better_on_the_same_model(make_cfg,
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "finding (README, farad): across runs at γ_l = 10, matched γ_u, FARAD's corr(b, log prior) "
     "is 0.496 vs CDMAD-ones' 0.512 and CDMAD-gray's 0.497; it holds at uniform and reversed γ_u "
     "(0.153 vs 0.090 / −0.051; 0.364 vs 0.214 / 0.020) and at every γ_u for γ_l = 20"))

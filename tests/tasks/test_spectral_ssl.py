@@ -93,20 +93,6 @@ def test_bad_value_fails_before_any_work(make_cfg, tmp_path, data_dir):
     assert not (tmp_path / "bad").exists()  # a single run with a bad config leaves no run dir
 
 
-def test_task_yaml_keys_are_the_dataclass_fields():
-    import dataclasses
-
-    from omegaconf import OmegaConf
-
-    from runner.task_params import META_KEYS
-    from tests.conftest import CONF
-
-    node = OmegaConf.load(CONF / "task" / "spectral_ssl.yaml")
-    keys = [k for k in node if k not in META_KEYS]
-    assert keys == [f.name for f in dataclasses.fields(Config)]
-    assert all(node[k] == getattr(Config(), k) for k in keys)
-
-
 # ----------------------------------------------------------------------------- the regulariser
 def flat_batch(n: int = 200, d: int = 16, scale: float = 3.0) -> torch.Tensor:
     """n×d with centred orthonormal columns times `scale`: C = (scale²/n)·I, a flat spectrum."""

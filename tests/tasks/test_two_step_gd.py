@@ -281,7 +281,7 @@ WIDTHS = (500, 1000, 2000)
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "finding (README, two_step_gd): claim (ii) 9 of 19 scored terms pass on raw exponents at "
     "N <= 2000 (5 of 19 with N = 4000; step 1 overshoots in the spec's normalisation); claim "
     "(iii) 3 of 4 steps non-decreasing at N <= 2000 (4 of 4 at N = 4000); alignment 0.44-0.51"))
