@@ -11,6 +11,7 @@ once. A matrix with NaN/Inf gives a logged warning and a skipped snapshot, never
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -43,6 +44,9 @@ class SpectralCallback(pl.Callback):
     # the default spacing of snapshots, set per probe from its cost (a snapshot of a costly probe
     # is spread over more training steps); `every_n_steps=` overrides it
     default_every_n_steps = 50
+    # attributes (tensors or None) a checkpoint carries beside the schedule, e.g. a reference
+    # kernel from the first snapshot: a resumed run compares against the same one
+    carried: tuple[str, ...] = ()
 
     def __init__(self, every_n_steps: int | None = None, schedule: str = "linear",
                  log_factor: float = 1.5,
@@ -75,6 +79,9 @@ class SpectralCallback(pl.Callback):
         self._min_gap = 0
         self._last_step: int | None = None
         self._prev_step: int | None = None
+        self._train_s = 0.0  # training time of earlier attempts (a resumed run's budget)
+        self._probe_set: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._resumed = False
 
     # ------------------------------------------------------------------ to implement
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -105,12 +112,13 @@ class SpectralCallback(pl.Callback):
         if elapsed <= 0 or self._own_s <= self.budget_frac * elapsed:
             return
         spacing = step - self._prev_step
-        self._min_gap = max(2 * self._min_gap, 2 * max(1, spacing))
-        if "budget" not in self._warned:  # the budget doing its job: information, said once
-            self._warned.add("budget")
+        gap = max(2 * self._min_gap, 2 * max(1, spacing))
+        if gap != self._min_gap:  # the budget doing its job: information, said at each change
             log.info(f"spectra/{self.probe} used {100 * self._own_s / elapsed:.1f}% of training "
                      f"time so far (budget {100 * self.budget_frac:g}%): snapshots are now at "
-                     f"least {self._min_gap} steps apart")
+                     f"least {gap} steps apart" + ("" if not self._min_gap
+                                                   else f" (were {self._min_gap})"))
+        self._min_gap = gap
 
     # ------------------------------------------------------------------ helpers
     def warn_once(self, key: str, message: str) -> None:
@@ -127,21 +135,68 @@ class SpectralCallback(pl.Callback):
             self._warned.add("disabled")
             log.info(f"spectra/{self.probe} is off for this run: {reason}")
 
+    # ------------------------------------------------------------------ checkpoint state
+    @property
+    def state_key(self) -> str:
+        """Return the key of this callback's state in a checkpoint: its class and settings
+        (two probes of one class with other settings keep separate states)."""
+        if getattr(self, "_state_key", None) is None:  # fixed at first use (the trainer's set-up)
+            names = {name for klass in type(self).__mro__ if "__init__" in vars(klass)
+                     for name in inspect.signature(klass.__init__).parameters}
+            settings = {k: v for k, v in sorted(vars(self).items()) if k in names
+                        and isinstance(v, (int, float, str, bool, type(None)))}
+            self._state_key = self._generate_state_key(**settings)
+        return self._state_key
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the schedule's state (saved in each checkpoint: a resumed run keeps it)."""
+        began = self._start or time.perf_counter()
+        return {"last_step": self._last_step, "prev_step": self._prev_step,
+                "min_gap": self._min_gap, "own_s": self._own_s,
+                "train_s": time.perf_counter() - began, "warned": sorted(self._warned),
+                "disabled": self.disabled_reason, "probe_set": _to_cpu(self._probe_set),
+                "carried": {name: _to_cpu(getattr(self, name)) for name in self.carried}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the schedule of the run this checkpoint came from."""
+        self._last_step, self._prev_step = state["last_step"], state["prev_step"]
+        self._min_gap, self._own_s = int(state["min_gap"]), float(state["own_s"])
+        self._train_s, self._warned = float(state["train_s"]), set(state["warned"])
+        self.disabled_reason = state["disabled"]
+        self._probe_set = state["probe_set"]
+        self._carried = state["carried"]
+        self._resumed = True
+
+    def probe_set(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n: int
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the fixed probe set (x, y) on the module's device: `probe_inputs` at the
+        first start, the checkpoint's own on resume (a resumed loader starts mid-epoch)."""
+        if self._probe_set is None:
+            self._probe_set = _to_cpu(probe_inputs(trainer, pl_module, n))
+        x, y = self._probe_set
+        device = pl_module.device
+        return x.to(device), (None if y is None else y.to(device))
+
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero:
             self.sink = SpectrumSink(trainer.default_root_dir, self.probe)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
-        self._prev_step = None
-        if not trainer.is_global_zero:
+        self._start = time.perf_counter() - self._train_s
+        if not self._resumed:
+            self._prev_step = None
+        if not trainer.is_global_zero or self.disabled_reason:
             return
         try:
             self.prepare(trainer, pl_module)
         except (NotImplementedError, AttributeError, TypeError, ValueError) as err:
             self.disable(f"{type(err).__name__}: {err}")
-        self.snapshot(trainer, pl_module, force=True)
+        if not self._resumed:  # a resumed run took its snapshots up to the checkpoint already
+            self.snapshot(trainer, pl_module, force=True)
+            return
+        for name, value in getattr(self, "_carried", {}).items():
+            setattr(self, name, None if value is None else value.to(pl_module.device))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -221,6 +276,15 @@ class SpectralCallback(pl.Callback):
         self._own_s += time.perf_counter() - began  # the budget counts the writing too
         self._prev_step, self._last_step = self._last_step, step
         self._check_budget(step)
+
+
+def _to_cpu(value: Any) -> Any:
+    """Return `value` with every tensor in it (a tensor, a tuple of them, None) on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, tuple):
+        return tuple(_to_cpu(v) for v in value)
+    return value
 
 
 def restore_modes(modes: dict[nn.Module, bool]) -> None:

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from callbacks.base import SpectralCallback, probe_inputs, restore_modes
+from callbacks.base import SpectralCallback, restore_modes
 from callbacks.spectra import (
     StreamingCovariance,
     alpha_req,
@@ -89,7 +89,7 @@ class FeatureSpectrum(SpectralCallback):
         return [(n, m) for n, m in pl_module.named_modules() if is_default_layer(m)]
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.inputs, _ = probe_inputs(trainer, pl_module, self.n_probe)
+        self.inputs, _ = self.probe_set(trainer, pl_module, self.n_probe)
         layers = self.layers(pl_module)
         if not layers:
             raise ValueError(f"no layer matches layer_filter={self.layer_filter!r}")

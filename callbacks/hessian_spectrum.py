@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from callbacks.base import SpectralCallback, probe_inputs
+from callbacks.base import SpectralCallback
 from callbacks.spectra import (
     hessian_eigs,
     hessian_matvec,
@@ -38,7 +38,7 @@ class HessianSpectrum(SpectralCallback):
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not callable(getattr(pl_module, "loss_fn", None)):
             raise AttributeError(f"{type(pl_module).__name__} has no loss_fn(outputs, targets)")
-        x, y = probe_inputs(trainer, pl_module, self.n_probe)
+        x, y = self.probe_set(trainer, pl_module, self.n_probe)
         if y is None:
             raise ValueError("the probe batch has no targets for the loss")
         self.batch = (x, y)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from callbacks.base import SpectralCallback, probe_inputs, restore_modes
+from callbacks.base import SpectralCallback, restore_modes
 from callbacks.spectra import eigvals_sym, flatten_ntk, ntk_matrix, ntk_metrics
 
 
@@ -16,6 +16,8 @@ class NTKSpectrum(SpectralCallback):
     drift ‖K_t − K_0‖_F / ‖K_0‖_F from the first snapshot. `layer_filter` picks parameters by
     name (regex), e.g. only LoRA or only one layer; `method` as in `ntk_matrix`. Models with more
     than `max_outputs` outputs per sample turn the callback off with a message."""
+
+    carried = ("k0",)  # the first snapshot's kernel: a resumed run's drift is from the same K_0
 
     probe = "ntk"
     headline = ("lambda_max", "drift")
@@ -32,7 +34,7 @@ class NTKSpectrum(SpectralCallback):
         self.k0: torch.Tensor | None = None
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.x, y = probe_inputs(trainer, pl_module, self.n_points)
+        self.x, y = self.probe_set(trainer, pl_module, self.n_points)
         modes = {m: m.training for m in pl_module.modules()}
         pl_module.eval()  # one sample through BatchNorm: only its running statistics apply
         try:

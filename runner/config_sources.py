@@ -49,17 +49,22 @@ def where_set(key: str) -> str:
     if not HydraConfig.initialized():
         return "set in the config"
     hc = HydraConfig.get()
-    for override in hc.overrides.task:  # the key itself, or a key inside it (callbacks.x.y=1)
+    # the key itself, or a key inside it (callbacks.x.y=1); hydra.* overrides are kept apart
+    for override in [*hc.overrides.task, *hc.overrides.hydra]:
         if _override_key(override) == key or _override_key(override).startswith(key + "."):
             return f"set by the override {override}"
     choices = hc.runtime.choices
-    experiment = choices.get("experiment")
-    for relative in ([f"experiment/{experiment}.yaml"] if experiment else []) + [
-            "local/default.yaml"]:
+    # the `# @package _global_` files, the last composed first (the last one that sets it wins)
+    globals_ = ["local/default.yaml"] + [
+        f"{group}/{choices[group]}.yaml" for group in reversed(list(choices))
+        if choices[group] and (group.startswith("experiment") or group in ("debug", "launcher"))]
+    for relative in globals_:
         path = _config_file(relative)
         if path is not None and _file_sets(path, key):
             return f"set in {_shown(path)}"
     group = key.split(".", 1)[0]
     if group in choices and choices[group]:
         return f"the default in conf/{group}/{choices[group]}.yaml"
+    if group == "hydra":
+        return "the default in conf/hydra/default.yaml"
     return "the default in conf/config.yaml"

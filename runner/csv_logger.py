@@ -54,3 +54,23 @@ class CSVLogger(_LightningCSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def count_rows(path: str | os.PathLike) -> int:
+    """Return the number of data rows (header excluded) of a CSV file (0 when absent)."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline="") as handle:
+        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+
+
+def keep_rows(path: str | os.PathLike, n: int) -> None:
+    """Cut a CSV file back to its header and first `n` data rows (a no-op when it has no more)."""
+    if count_rows(path) <= n:
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows[:n + 1])
+    os.replace(tmp, path)

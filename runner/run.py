@@ -8,42 +8,44 @@ import shutil
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from callbacks.sink import read_summaries
 from runner.config_sources import where_set
+from runner.group_options import check_group_nodes, check_loggers, check_trainer_options
 from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
-from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
+from runner.quiet import quiet_libraries
 from runner.run_dir import check_run_dir, clear_outputs, record_config, recorded_config
 from runner.run_options import check_run_options
 from runner.task_params import build_params, resolved_params
-from runner.validation import ConfigError, check_choice
+from runner.validation import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from callbacks.sink import read_summaries
+    from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
 
 log = logging.getLogger("spectrum")
-# Lightning warns on every manual-optimisation run that checkpoints hold the post-step state,
-# which is what resume needs.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+quiet_libraries()  # Lightning's lines that do not apply (absent devices, srun, adverts)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-class _DropAdverts(logging.Filter):
-    """Drop Lightning's advert for its cloud logger (printed on every run)."""
+def load_training_stack() -> None:
+    """Import torch, Lightning and the modules built on them into this module once a run starts
+    (after its config checks): importing `runner.run` stays light, so `python run.py --help`
+    and a config error take a second, not the 7 s of Lightning's import."""
+    global torch, read_summaries, PaperMetricsCollector, read_paper_metrics
+    import torch
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
+    from callbacks.sink import read_summaries
+    from runner.paper_metrics import PaperMetricsCollector, read_paper_metrics
 
 
 def hydra_context() -> tuple[bool, list[str], str | None]:
@@ -56,16 +58,22 @@ def hydra_context() -> tuple[bool, list[str], str | None]:
 
 
 def check_trainer(trainer_cfg: DictConfig) -> None:
-    """Raise ConfigError when the trainer asks for hardware or values this machine lacks."""
-    accel = str(trainer_cfg.get("accelerator", "cpu"))
-    check_choice("trainer.accelerator", accel, ["cpu", "gpu", "cuda", "mps", "auto"])
-    if accel in ("gpu", "cuda") and not torch.cuda.is_available():
+    """Raise ConfigError when a trainer key is not a Trainer argument or its value is not
+    allowed (runner/group_options.py:TrainerOptions), or when the trainer asks for hardware this
+    machine lacks (torch is imported only to look for a GPU)."""
+    options = check_trainer_options(trainer_cfg)
+    accel = str(options.accelerator)
+    if accel not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accel} needs CUDA, but torch {torch.__version__} sees no GPU "
             "(torch.cuda.is_available() is False); use trainer=cpu or trainer=ddp_sim"
         )
-    devices = trainer_cfg.get("devices", 1)
-    if accel in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+    devices = options.devices
+    if isinstance(devices, int) and devices > torch.cuda.device_count():
         raise ConfigError(
             f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible"
         )
@@ -85,11 +93,24 @@ def progress_bar_enabled(setting: Any) -> bool:
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first bad key of `cfg` that can be found without importing
+    torch or Lightning: top-level keys, task parameters, trainer, loggers, callback nodes."""
+    check_run_options(cfg)
+    build_params(cfg.task)
+    check_trainer(cfg.trainer)
+    check_group_nodes(cfg.get("logger"), "logger")
+    check_loggers(cfg.get("logger"))
+    check_group_nodes(cfg.get("callbacks"), "callbacks")
+
+
 def build_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every callback node that has a `_target_`; a callback that rejects its
-    arguments raises ConfigError naming `callbacks.<name>`, where it was set and its reason."""
+    """Instantiate every callback node that has a `_target_` (check_group_nodes refused the
+    others); a callback that rejects its arguments raises ConfigError naming `callbacks.<name>`,
+    where it was set and its reason."""
     from hydra.errors import InstantiationException
 
+    check_group_nodes(callbacks_cfg, "callbacks")
     out = []
     for name, node in (callbacks_cfg or {}).items():
         if node is None or "_target_" not in node:
@@ -176,15 +197,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     user_callbacks: list[Any] | None = None
     if not multirun:  # a bad config stops before any work and leaves no run directory behind
         try:
-            check_run_options(cfg)
-            build_params(cfg.task)
-            check_trainer(cfg.trainer)
-            user_callbacks = build_callbacks(cfg.get("callbacks"))
+            check_config(cfg)  # light: no torch, Lightning or W&B yet
             start_over = check_run_dir(run_dir, cfg, str(cfg.resume))
+            load_training_stack()
+            user_callbacks = build_callbacks(cfg.get("callbacks"))
         except ConfigError:
             if fresh:
                 discard_fresh_run_dir(run_dir)
             raise
+    else:
+        load_training_stack()
     run_dir.mkdir(parents=True, exist_ok=True)
     callbacks: list[Any] = []
     results: dict[str, Any] = {
@@ -211,6 +233,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_trainer(cfg.trainer)
         ckpt_path = resume_checkpoint(run_dir, str(cfg.resume))
         results["resumed_from"] = ckpt_path
+        from runner.attempts import AttemptClock, open_attempt
+
+        open_attempt(run_dir, start, ckpt_path)
         torch.set_num_threads(int(cfg.threads))
         import pytorch_lightning as pl
 
@@ -220,7 +245,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         loggers = build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
         if user_callbacks is None:
             user_callbacks = build_callbacks(cfg.get("callbacks"))
-        callbacks = [*user_callbacks, PaperMetricsCollector(run_dir)]
+        from pytorch_lightning.callbacks import Checkpoint
+
+        from runner.random_states import RandomStates
+
+        # RandomStates first: on resume it puts the saved streams back before anything else runs
+        callbacks = [RandomStates(), *user_callbacks, PaperMetricsCollector(run_dir),
+                     AttemptClock(run_dir, start)]
         show_bar = progress_bar_enabled(cfg.progress_bar)
         if show_bar:
             from pytorch_lightning.callbacks import RichProgressBar
@@ -230,7 +261,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
             enable_progress_bar=show_bar,
             # callbacks=none means no checkpoints: not even Lightning's default one
-            enable_checkpointing=any(type(cb).__name__ == "ModelCheckpoint" for cb in callbacks),
+            enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         )
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -267,6 +298,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if run_dir.is_dir():
             results["spectra"] = read_summaries(run_dir)
         results["wall_time_s"] = time.time() - start
+        from runner.attempts import FILE_NAME, total_wall_time, update_attempt
+
+        if (run_dir / FILE_NAME).exists():  # the run got as far as starting an attempt
+            results["attempts"] = update_attempt(run_dir, start, status=results["status"],
+                                                 global_step=results.get("global_step"))
+            results["wall_time_s"] = total_wall_time(results["attempts"])
         atomic_write_json(run_dir / "results.json", results)
         if cfg.get("print_results", True) and results["status"] == "completed":
             print_results(results, run_dir)

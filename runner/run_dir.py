@@ -27,7 +27,7 @@ NOT_IDENTITY = ("hydra", "paths", "resume", "print_results", "progress_bar", "lo
                 "threads", "callbacks")
 # what a run writes into its directory (cleared when resume=never starts over)
 OUTPUTS = (".hydra", "results.json", ".paper_metrics.json", "metrics.csv", "checkpoints",
-           "spectra", "plots", "wandb", "hparams.yaml")
+           "spectra", "plots", "wandb", "hparams.yaml", "attempts.json")
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The top-level keys of conf/config.yaml: their schema, checked like a task's parameters."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig
 
+from runner.config_sources import where_set
 from runner.task_params import validate_node
 from runner.validation import ConfigError, check_range
 from tasks.base.contract import choices
@@ -37,5 +38,10 @@ def check_run_options(cfg: DictConfig) -> RunOptions:
     """Return the validated top-level options of `cfg`; an unknown top-level key (`+sed=3`) or
     a bad value raises ConfigError naming the key, where it was set and what is allowed."""
     raw = {k: v for k, v in cfg.items() if k not in GROUPS}
+    for name in (f.name for f in fields(RunOptions)):
+        if name not in raw:  # `~seed` removed it: the runner reads every one of them
+            where = where_set(name).replace("set by the override ~", "removed by the override ~")
+            raise ConfigError(f"{name} is missing ({where}); it is required (allowed: a value, "
+                              "e.g. its default in conf/config.yaml)", key=name)
     return validate_node(raw, RunOptions, "", "a top-level key (the config groups: "
                          + ", ".join(GROUPS[:-1]) + ")")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TESTS = Path(__file__).resolve().parent
+sys.path.append(str(TESTS / "tasks"))  # tiny.py (each task's tiny overrides), for every folder
 
 # optimizer_scaling at a size that draws in well under a second
 TINY_SCALING = ["task=optimizer_scaling", "task.latent_dim=256", "task.n_train=512",
@@ -70,5 +71,8 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300,
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0",
                 "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **(env or {})}
     full_env.pop("WANDB_MODE", None)
+    # a W&B service started by an in-process test must not serve the child: a child killed
+    # with SIGKILL would leave its run registered there ("run ID is in use" on resume)
+    full_env.pop("WANDB_SERVICE", None)
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)

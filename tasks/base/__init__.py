@@ -6,10 +6,26 @@
   config and data code, cached under `paths.data_dir`), and its cache `cached_tensors`;
 - `aggregate`: the helpers every `summarize()` uses (runs table, mean ± sd over seeds,
   seed-paired differences, power-law exponent fits).
+
+The names below are imported on first use: validating a task's parameters
+(`tasks/<name>/config.py` imports `tasks.base.contract`) must not load Lightning (`data`) or
+pandas (`aggregate`).
 """
 
-from tasks.base.aggregate import fit_power_law, mean_sd, paired_difference, runs_table
-from tasks.base.data import TensorDataModule, cached_tensors, data_code_hash
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {"fit_power_law": "aggregate", "mean_sd": "aggregate", "paired_difference": "aggregate",
+          "runs_table": "aggregate", "TensorDataModule": "data", "cached_tensors": "data",
+          "data_code_hash": "data"}
 
 __all__ = ["TensorDataModule", "cached_tensors", "data_code_hash", "fit_power_law", "mean_sd",
            "paired_difference", "runs_table"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"tasks.base.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'tasks.base' has no attribute {name!r}")

@@ -37,9 +37,10 @@ import importlib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # only for annotations: validating parameters must not load torch
+    import torch
 
 # keys of conf/task/<name>.yaml that are not parameters of the task
 META_KEYS = ("name", "module", "data", "max_steps", "max_epochs")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.base import aggregate
+from tasks.ei_network.config import MAX_CLIPPED_SHARE
 
 REGIME_ORDER = ["stable", "global_sync", "global_osc", "bump", "wave", "chaos", "diverged"]
 PARAM_KEYS = ["gbar_ee", "gbar_ie", "gbar_ei", "gbar_ii", "range_ee", "range_ie", "range_ei",
@@ -22,7 +23,7 @@ METRICS = {"predicted": "predicted_regime", "observed": "observed_regime",
            "top_outlier_dist": "top_outlier_distance", "top_outlier_theory": "top_outlier_theory",
            "top_outlier_empirical": "top_outlier_empirical", "f_pred": "predicted_frequency",
            "f_obs": "dominant_frequency", "n_pred": "predicted_wavenumber",
-           "n_obs": "dominant_wavenumber"}
+           "n_obs": "dominant_wavenumber", "clipped_share": "clipped_share"}
 COLUMNS = ["preset", "seed", "dim", "n_exc", *PARAM_KEYS, "predicted", "observed", "match",
            *list(METRICS)[2:]]
 
@@ -32,14 +33,25 @@ def _cplx(v: Any) -> complex | None:
     return None if not isinstance(v, (list, tuple)) else complex(v[0], v[1])
 
 
+def row_label(preset: Any, predicted: Any) -> str:
+    """Return a row's label: the preset's name when the theory, at the run's own parameters and
+    size, predicts the preset's regime (each preset is named by the regime the paper gives it);
+    else '<preset> params (theory: <predicted>)', so that no row reads as a reproduction of a
+    regime it does not predict; 'none' for a run without preset."""
+    if not isinstance(preset, str) or not preset:
+        return "none"
+    return preset if predicted == preset else f"{preset} params (theory: {predicted})"
+
+
 def summarize(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return one row per completed run: parameters, predicted/observed regime, spectral errors,
-    predicted/observed frequency (1/τ) and wavenumber."""
+    """Return one row per completed run: its label (`row_label`), parameters, predicted/observed
+    regime, spectral errors, predicted/observed frequency (1/τ) and wavenumber, and the share
+    of expected connections removed by clipping p at 1 (max over blocks)."""
     frame = aggregate.runs_table(results, params=["preset", "dim", "n_exc", *PARAM_KEYS],
                                  metrics=METRICS)
     if frame.empty:
         return pd.DataFrame()
-    frame["preset"] = frame["preset"].fillna("none")
+    frame["preset"] = [row_label(p, r) for p, r in zip(frame["preset"], frame["predicted"])]
     frame["match"] = frame["predicted"] == frame["observed"]
     top_th = [_cplx(v) for v in frame["top_outlier_theory"]]
     top_emp = [_cplx(v) for v in frame["top_outlier_empirical"]]
@@ -78,6 +90,16 @@ def notes(summary: pd.DataFrame) -> str:
     lines = [f"## Agreement: {int(summary['match'].sum())}/{len(summary)} = {rate:.1%} "
              "(spec: all six presets; >= 80% on the coarse grid)\n",
              "### Confusion (rows: theory, columns: simulation)\n", markdown_table(conf)]
+    relabelled = summary[summary["preset"].str.contains(" params ", regex=False)]
+    if not relabelled.empty:
+        lines.append(f"{len(relabelled)} runs use a preset's parameters but the theory at their "
+                     "size predicts another regime (labelled '<preset> params (theory: …)'): "
+                     + ", ".join(sorted(set(relabelled["preset"]))) + "\n")
+    clipped = summary["clipped_share"].dropna() if "clipped_share" in summary else []
+    if len(clipped) and clipped.max() > 0:
+        lines.append(f"Clipping p at 1 removed up to {clipped.max():.3g} of a block's expected "
+                     f"connections ({int((clipped > 0).sum())}/{len(summary)} runs; refused "
+                     f"above {MAX_CLIPPED_SHARE:g})\n")
     osc = summary[summary["predicted"].isin(["global_osc", "wave"])]
     if not osc.empty:
         err = (osc["f_obs"] - osc["f_pred"]).abs() / osc["f_pred"]
@@ -98,19 +120,24 @@ def notes(summary: pd.DataFrame) -> str:
 
 def _theory_map(results: list[dict[str, Any]], keys: list[str],
                 grids: list[np.ndarray]) -> np.ndarray:
-    """Return the theory regime index on the grid of the two varying parameters."""
+    """Return the theory regime index on the grid of the two varying parameters (float; NaN
+    where the config is refused, e.g. by the clipping rule)."""
     from dataclasses import fields
 
+    from runner.validation import ConfigError
     from tasks.ei_network.config import Config
     from tasks.ei_network.theory import theory_from_config
 
     names = {f.name for f in fields(Config)}
     params = next(r["params"] for r in results if r.get("status") == "completed")
     base = {k: v for k, v in params.items() if k in names}
-    out = np.zeros((len(grids[1]), len(grids[0])), dtype=int)
+    out = np.full((len(grids[1]), len(grids[0])), np.nan)
     for i, y in enumerate(grids[1]):
         for j, x in enumerate(grids[0]):
-            cfg = Config(**{**base, "preset": None, keys[0]: float(x), keys[1]: float(y)})
+            try:
+                cfg = Config(**{**base, "preset": None, keys[0]: float(x), keys[1]: float(y)})
+            except ConfigError:
+                continue
             out[i, j] = REGIME_ORDER.index(theory_from_config(cfg).regime)
     return out
 
@@ -160,7 +187,8 @@ def plot(summary: pd.DataFrame, results: list[dict[str, Any]], out_dir: Path) ->
         ax.scatter(wrong[kx], wrong[ky], marker="x", c="r", s=120, label="disagrees")
         ax.set_xlabel(kx)
         ax.set_ylabel(ky)
-        ax.set_title("theory regions (shaded, lines) vs simulated labels (dots)")
+        ax.set_title("theory regions (shaded, lines; blank: refused config) vs simulated "
+                     "labels (dots)", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.tight_layout()
         paths.append(out_dir / "phase_diagram.png")

@@ -1,13 +1,16 @@
 """Data of the ei_network task: the connectivity draw J (and, for mode=infer, a recording).
 
 Both are cached tensors (`tasks.base.TensorDataModule`) keyed by what generates them: J as its
-non-zero entries (post, pre, w) and the largest connection probability (the draw), the
+non-zero entries (post, pre, w), the largest connection probability and the clipped shares
+of the expected connections per block (the draw; see `connectivity.draw_connectivity`), the
 recording as its frames x, their times and the divergence flags (part "recording", keyed by the
-network and the dynamics parameters).
+network and the dynamics parameters). The module caches the eigenvalues of J as a third part
+("eigvals", `EINetworkModule._eigenvalues`), through the same `cached`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -15,10 +18,11 @@ from torch.utils.data import DataLoader
 
 from runner.batches import RepeatedBatch
 from tasks.base import TensorDataModule
-from tasks.ei_network.config import POPS, Config
+from tasks.ei_network.config import MAX_CLIPPED_SHARE, POPS, Config
 from tasks.ei_network.connectivity import draw_connectivity, from_coo, to_coo
 from tasks.ei_network.simulate import Recording, simulate
 
+log = logging.getLogger("spectrum")
 SIM_SEED_OFFSET = 7919  # the simulation's noise / initial state use seed + this
 SIM_KEYS = ("tau", "dt", "t_total", "record_every", "noise_std", "inh_gain_scale", "init_low",
             "init_high")
@@ -59,8 +63,7 @@ class EINetworkData(TensorDataModule):
 
     def build(self) -> dict[str, torch.Tensor]:
         j, info = draw_j(self.cfg, self.seed)
-        return {**to_coo(j), "max_connection_prob": torch.tensor(
-            info["max_connection_prob"], dtype=torch.float64)}
+        return {**to_coo(j), **{k: torch.tensor(v, dtype=torch.float64) for k, v in info.items()}}
 
     def _build_recording(self) -> dict[str, torch.Tensor]:
         rec = run_dynamics(self.cfg, self.j, self.seed)
@@ -72,7 +75,14 @@ class EINetworkData(TensorDataModule):
     def on_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         n = self.cfg.n_exc + self.cfg.n_inh
         self.j = from_coo(tensors["post"], tensors["pre"], tensors["w"], n)
-        self.info = {"max_connection_prob": float(tensors["max_connection_prob"])}
+        self.info = {k: float(v) for k, v in tensors.items() if k not in ("post", "pre", "w")}
+        if self.info["clipped_share"] > 0:
+            worst = max(POPS, key=lambda p: self.info[f"clipped_share_{p}"])
+            log.warning("ei_network: connection probabilities above 1 (peak %.4f) are clipped at "
+                        "1, removing %.3g%% of the expected connections of block %s (within the "
+                        "clipping rule's bound, %g%%; reported as paper_metrics clipped_share)",
+                        self.info["max_connection_prob"], 100 * self.info["clipped_share"],
+                        worst, 100 * MAX_CLIPPED_SHARE)
         if self.cfg.mode == "infer":
             sim = {k: getattr(self.cfg, k) for k in SIM_KEYS}
             rec = self.cached("recording", {**self.generating_config(), **sim},

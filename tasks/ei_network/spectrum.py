@@ -1,16 +1,19 @@
-"""Empirical spectrum of J: dense or sparse eigenvalues, bulk radius, outlier matching, cache."""
+"""Empirical spectrum of J: dense or sparse eigenvalues, bulk radius, outlier matching.
+
+The eigenvalues are cached by the task's one cache (`tasks.base.data.cached_tensors`, through
+the data module: see `EINetworkModule.empirical_spectrum`), stored as real views
+(`pack_eigenvalues`) because safetensors has no complex dtype.
+"""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from callbacks.spectra import count_outliers, eigvals_general
-from tasks.base.data import config_hash
 
 BULK_QUANTILE = 0.99
 
@@ -63,17 +66,22 @@ def bulk_radius_empirical(evals: np.ndarray, exclude: np.ndarray) -> float:
     return float(np.quantile(np.abs(evals[keep]), BULK_QUANTILE))
 
 
-def cached_eigenvalues(cache_dir: Path, key: dict, compute) -> tuple[torch.Tensor, bool]:
-    """Return (eigenvalues, loaded?) from `<cache_dir>/eigvals_<hash>.pt`, computing once."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"eigvals_{config_hash(key)}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)["eigvals"], True
-    evals = compute()
-    tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
-    torch.save({"eigvals": evals, "key": key}, tmp)
-    tmp.rename(path)
-    return evals, False
+def pack_eigenvalues(evals: torch.Tensor) -> torch.Tensor:
+    """Return the complex eigenvalues as a real (n, 2) float64 tensor [Re, Im] (bit-exact)."""
+    return torch.view_as_real(evals.to(torch.complex128)).contiguous()
+
+
+def unpack_eigenvalues(packed: torch.Tensor) -> torch.Tensor:
+    """Return the complex128 eigenvalues of a `pack_eigenvalues` tensor."""
+    return torch.view_as_complex(packed.to(torch.float64).contiguous())
+
+
+def relative_error(value: float, reference: float) -> float:
+    """Return |value − reference|/|reference|; NaN when the reference is 0 or not finite (the
+    relative error is undefined there, and `compare` says why)."""
+    if reference == 0 or not math.isfinite(reference):
+        return math.nan
+    return abs(value - reference) / abs(reference)
 
 
 def compare(evals: np.ndarray, predicted: np.ndarray, radius_theory: float,
@@ -81,8 +89,11 @@ def compare(evals: np.ndarray, predicted: np.ndarray, radius_theory: float,
     """Return the theory-vs-empirical spectrum metrics.
 
     Matches every predicted outlier to its own eigenvalue, then reports the empirical bulk radius
-    (99th percentile of the rest, unless `bulk_radius` is given), the worst match distance, the
-    eigenvalue matched to λ* and outlier counts beyond the theory radius.
+    (99th percentile of the rest, unless `bulk_radius` is given), its relative error
+    |R_emp − R_th|/R_th, the worst match distance, the eigenvalue matched to λ* and outlier
+    counts beyond the theory radius. A theory radius of 0 (no heterogeneity and no Bernoulli
+    variance, e.g. g = 0 and ḡ = 0) leaves the relative error undefined: NaN, with the reason
+    in `bulk_radius_rel_error_reason` (None otherwise).
     """
     cols, dist = match_outliers(predicted, evals)
     r_emp = bulk_radius if bulk_radius is not None else bulk_radius_empirical(evals, cols)
@@ -93,7 +104,10 @@ def compare(evals: np.ndarray, predicted: np.ndarray, radius_theory: float,
         top_emp = complex(evals[np.argmax(evals.real)])
     return {
         "bulk_radius_empirical": r_emp,
-        "bulk_radius_rel_error": abs(r_emp - radius_theory) / radius_theory,
+        "bulk_radius_rel_error": relative_error(r_emp, radius_theory),
+        "bulk_radius_rel_error_reason": (
+            None if math.isfinite(radius_theory) and radius_theory > 0 else
+            f"the theory bulk radius is {radius_theory:g}: |R_emp − R_th|/R_th is undefined"),
         "top_outlier_empirical": top_emp,
         "top_outlier_distance": abs(top_emp - lambda_star),
         "outlier_max_distance": float(dist.max()) if dist.size else 0.0,

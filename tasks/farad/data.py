@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from runner.batches import RepeatedBatch
 from tasks.base import TensorDataModule
+from tasks.base.streams import IndexedBatches, fit_position
 from tasks.farad.splits import split_indices
 
 IMAGE_SHAPE = (1, 8, 8)
@@ -43,24 +44,16 @@ def draw_split(seed: int, test_per_class: int, labeled: list[int],
     return out
 
 
-class SSLBatches(Dataset):
-    """`iterations` items; item i = (x_l, y_l, x_u, y_u) drawn with a generator seeded by (seed, i)
-    (y_u, the hidden labels of the unlabelled batch, is used for diagnostics only)."""
-
-    def __init__(self, split: dict[str, torch.Tensor], batch_labeled: int, batch_unlabeled: int,
-                 iterations: int, seed: int) -> None:
-        self.split, self.iterations, self.seed = split, iterations, seed
-        self.b_l, self.b_u = batch_labeled, batch_unlabeled
-
-    def __len__(self) -> int:
-        return self.iterations
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(index) + 1)
-        s = self.split
-        il = torch.randint(s["y_labeled"].numel(), (self.b_l,), generator=gen)
-        iu = torch.randint(s["y_unlabeled"].numel(), (self.b_u,), generator=gen)
-        return s["x_labeled"][il], s["y_labeled"][il], s["x_unlabeled"][iu], s["y_unlabeled"][iu]
+def ssl_batch(split: dict[str, torch.Tensor], batch_labeled: int, batch_unlabeled: int,
+              seed: int, index: int) -> tuple[torch.Tensor, ...]:
+    """Return train batch `index`: (x_l, y_l, x_u, y_u) drawn uniformly with replacement with a
+    generator seeded by (seed, index) (y_u, the hidden labels of the unlabelled batch, is used
+    for diagnostics only)."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index) + 1)
+    il = torch.randint(split["y_labeled"].numel(), (batch_labeled,), generator=gen)
+    iu = torch.randint(split["y_unlabeled"].numel(), (batch_unlabeled,), generator=gen)
+    return (split["x_labeled"][il], split["y_labeled"][il], split["x_unlabeled"][iu],
+            split["y_unlabeled"][iu])
 
 
 class FaradData(TensorDataModule):
@@ -78,11 +71,14 @@ class FaradData(TensorDataModule):
     def on_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.split = tensors
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> IndexedBatches:
+        """Return the `iterations` train batches (a resumed fit continues where it stopped)."""
         c = self.cfg
-        batches = SSLBatches(self.split, c.batch_labeled, c.batch_unlabeled, c.iterations,
-                             self.seed)
-        return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+        def batch_at(index: int) -> tuple[torch.Tensor, ...]:
+            return ssl_batch(self.split, c.batch_labeled, c.batch_unlabeled, self.seed, index)
+
+        return IndexedBatches(batch_at, c.iterations, lambda: fit_position(self.trainer))
 
     def test_dataloader(self) -> DataLoader:
         batch = (self.split["x_test"], self.split["y_test"])

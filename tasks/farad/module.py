@@ -51,7 +51,9 @@ class ReferenceSource:
         self.mean, self.std, self.labeled_mean = mean, std, labeled_mean
         self.amps = amplitude_spectrum(train_images)        # (n, C, H, W//2+1)
         self.amp_mean = self.amps.mean(0)
-        self.bank: torch.Tensor | None = None
+        # the fixed bank is drawn now, not at the first step: a resumed run must not redraw it
+        self.bank = self.normalise(self.raw(cfg.n_refs)) if (
+            kind not in ("ones", "gray") and cfg.ref_refresh == "bank") else None
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Return (x − μ)/σ with the labelled set's pixel mean and std."""
@@ -75,9 +77,7 @@ class ReferenceSource:
         each step, or the fixed bank with `ref_refresh=bank`)."""
         if self.kind in ("ones", "gray"):
             return self.normalise(self.raw(1))
-        if self.cfg.ref_refresh == "bank":
-            if self.bank is None:
-                self.bank = self.normalise(self.raw(self.cfg.n_refs))
+        if self.bank is not None:
             return self.bank
         return self.normalise(self.raw(self.cfg.n_refs))
 

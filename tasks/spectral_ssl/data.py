@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from tasks.base import TensorDataModule
+from tasks.base.streams import ShuffledBatches, fit_position
 from tasks.spectral_ssl import benchmark
 
 
@@ -30,20 +30,6 @@ def build_split(seed: int, rho: float, n_attr: int, test_frac: float) -> dict[st
     half = np.zeros(y.size, dtype=np.int8)
     half[test] = benchmark.half_split(y[test], gen)
     return {"image": images, "y": y, "a": a, "split": split, "probe_half": half}
-
-
-class IndexedTensors(Dataset):
-    """Tensors indexed by a list of rows at once (one gather per batch, no per-item collate)."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return int(self.tensors[0].shape[0])
-
-    def __getitem__(self, rows: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(rows)
-        return tuple(t[index] for t in self.tensors)
 
 
 class SpuriousDigitsData(TensorDataModule):
@@ -73,8 +59,12 @@ class SpuriousDigitsData(TensorDataModule):
         n = int(self.train["y"].numel())
         return -(-n // self.cfg.batch_size)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ShuffledBatches:
+        """Return (image, y, a) batches of one shuffled pass per epoch (resumable)."""
         t = self.train
-        data = IndexedTensors(t["image"], t["y"], t["a"])
-        sampler = BatchSampler(RandomSampler(data), self.cfg.batch_size, drop_last=False)
-        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=0)
+
+        def gather(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return t["image"][rows], t["y"][rows], t["a"][rows]
+
+        return ShuffledBatches(int(t["y"].numel()), self.cfg.batch_size, gather,
+                               lambda: fit_position(self.trainer))

@@ -118,6 +118,25 @@ class TwoStepModule(pl.LightningModule):
                 s[f"bulk_edge_mp_{key}"], _ = mp_fit_edge(top)
         s[f"residual_rms_step{step}"] = (2.0 * s[f"loss_before_step{step}"]) ** 0.5
 
+    # ----------------------------------------------------------------------------- resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the measured state of the steps taken (a resumed run reports them too)."""
+        checkpoint["two_step_gd"] = {
+            "stats": dict(self.stats),
+            "mats": {k: v.detach().cpu() for k, v in self.mats.items()},
+            "tops": {k: {f: getattr(t, f) for f in TopSpectrum.__dataclass_fields__}
+                     for k, t in self.tops.items()}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("two_step_gd")
+        if state is None:
+            return
+        self.stats = dict(state["stats"])
+        self.mats = {k: v.to(self.device) for k, v in state["mats"].items()}
+        self.tops = {k: TopSpectrum(**{f: v.to(self.device) if isinstance(v, torch.Tensor)
+                                       else v for f, v in fields.items()})
+                     for k, fields in state["tops"].items()}
+
     # ----------------------------------------------------------------------------- outputs
     def spectral_matrices(self) -> dict[str, dict[str, Any]]:
         """Return W0, W1, W2, ΔW1 = W1 − W0, ΔW2 = W2 − W1 and F0, F1 (as available), each

@@ -23,8 +23,8 @@ from callbacks.base import log_spaced
 from callbacks.sink import SpectrumSink
 from callbacks.spectra import dense_hessian
 from conftest import TINY_SCALING
-from runner import run
 from runner.csv_logger import CSVLogger
+from runner.run import run
 from runner.wandb_records import find_run_file, history
 
 
@@ -265,8 +265,9 @@ def test_budget_spaces_snapshots_out_and_says_so(tmp_path, caplog):
         steps = list(m["w1__steps"])
     assert len(steps) < 31 and steps[0] == 0 and steps[-1] == 30
     assert max(np.diff(steps)) >= 2
-    warnings = [r for r in caplog.records if "budget" in r.message]
-    assert len(warnings) == 1
+    notes = [r.getMessage() for r in caplog.records if "budget" in r.getMessage()]
+    gaps = [int(n.split("at least ")[1].split(" ")[0]) for n in notes]
+    assert gaps and gaps == sorted(set(gaps))  # one notice per change, each a wider spacing
 
 
 def test_log_spaced_schedule():
@@ -342,3 +343,38 @@ def test_ntk_probe_works_on_a_batchnorm_model_and_restores_train_mode(tmp_path):
         tuple(module.parameters()))
     jac = torch.cat([b.reshape(len(x), -1) for b in blocks], dim=1)
     assert kernel_top == pytest.approx(float(torch.linalg.eigvalsh(jac @ jac.T)[-1]), rel=1e-9)
+
+
+def test_the_budget_says_each_change_of_spacing(caplog):
+    """Over budget twice: two notices, each with the new spacing (the second with the old)."""
+    import time
+
+    cb = WeightSpectrum(budget_frac=0.1)
+    cb._start, cb._own_s, cb._prev_step = time.perf_counter() - 10.0, 5.0, 0
+    with caplog.at_level(logging.INFO, logger="spectrum"):
+        cb._check_budget(4)
+        cb._prev_step = 4
+        cb._check_budget(12)
+    notes = [r.getMessage() for r in caplog.records if "steps apart" in r.getMessage()]
+    assert len(notes) == 2
+    assert "at least 8 steps apart" in notes[0] and "(were" not in notes[0]
+    assert "at least 16 steps apart (were 8)" in notes[1]
+    assert cb._min_gap == 16
+
+
+def test_a_checkpoint_carries_the_schedule_the_probe_set_and_the_reference_kernel():
+    """What a resumed NTK probe needs to continue: its last steps, spacing, own time, the fixed
+    probe inputs (a resumed loader starts mid-epoch) and K_0 (the drift's reference)."""
+    first = NTKSpectrum(every_n_steps=3, n_points=4)
+    first._last_step, first._prev_step, first._min_gap, first._own_s = 9, 6, 2, 1.5
+    first._probe_set = (torch.arange(8.0).reshape(4, 2), None)
+    first.k0 = torch.eye(4)
+    state = first.state_dict()
+    second = NTKSpectrum(every_n_steps=3, n_points=4)
+    assert second.state_key == first.state_key  # the same settings find their state again
+    assert NTKSpectrum(every_n_steps=5, n_points=4).state_key != first.state_key
+    second.load_state_dict(state)
+    assert (second._last_step, second._prev_step, second._min_gap, second._own_s) == (9, 6, 2, 1.5)
+    assert torch.equal(second._probe_set[0], first._probe_set[0])
+    assert torch.equal(second._carried["k0"], torch.eye(4))
+    assert not second.due(10) and second.due(12)  # the schedule continues from step 9

@@ -25,8 +25,8 @@ from callbacks import (
 from callbacks.base import SpectralCallback
 from conftest import ROOT, compose_config
 from helpers import PSEUDO, OnDevice, audit_factories, module_to_pseudo, on_pseudo_device
-from runner import run
 from runner.csv_logger import CSVLogger
+from runner.run import run
 
 NO_CUDA = "torch.cuda.is_available() is False: no CUDA device visible"
 WIDTH = 4  # a 33-parameter model: Hutch++ with 3·33 products is the exact Hessian trace

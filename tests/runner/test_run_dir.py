@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import TINY_SCALING
-from runner import run
+from runner.run import run
 from runner.run_dir import config_differences
 from runner.validation import ConfigError
 

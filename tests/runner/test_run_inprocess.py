@@ -9,7 +9,7 @@ import math
 import pytest
 
 from conftest import TINY_SCALING
-from runner import run
+from runner.run import run
 from runner.wandb_records import find_run_file, history
 
 

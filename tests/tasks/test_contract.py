@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from callbacks.spectra import effective_rank
 from conftest import CONF
-from runner import run
+from runner.run import run
 from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError
 from tasks.base import TensorDataModule

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,14 +13,19 @@ import pytest
 import torch
 
 from conftest import compose_config
-from runner import run
+from runner.run import run
 from runner.task_params import resolved_params
 from runner.validation import ConfigError
-from tasks.ei_network.analysis import REGIME_ORDER, notes, plot, summarize
-from tasks.ei_network.config import PRESETS, Config
-from tasks.ei_network.connectivity import connection_prob, in_degree
+from tasks.ei_network.analysis import REGIME_ORDER, _theory_map, notes, plot, summarize
+from tasks.ei_network.config import MAX_CLIPPED_SHARE, PRESETS, Config
+from tasks.ei_network.connectivity import (
+    block_clipping,
+    clipped_share_of,
+    connection_prob,
+    in_degree,
+)
 from tasks.ei_network.data import EINetworkData, draw_j
-from tasks.ei_network.module import observe
+from tasks.ei_network.module import EINetworkModule, observe
 from tasks.ei_network.order import (
     classify,
     dominant_frequency,
@@ -28,7 +35,7 @@ from tasks.ei_network.order import (
     moran_i,
 )
 from tasks.ei_network.simulate import simulate
-from tasks.ei_network.spectrum import match_outliers
+from tasks.ei_network.spectrum import compare, match_outliers
 from tasks.ei_network.theory import (
     bulk_variance_matrix,
     classify_theory,
@@ -159,6 +166,163 @@ def test_connection_probability_peaks_at_density_and_integrates_to_k():
     assert float(p.sum(1).mean()) == pytest.approx(k, rel=1e-6)
 
 
+# ------------------------------------------------------------------ clipping rule
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_default_passes_validation(tmp_path, preset):
+    """The default size (2D, N_E = 2,500) of every preset fits the rule; chaos clips 2.2e-6."""
+    from runner.task_params import build_params
+
+    cfg = compose_config(["task=ei_network", f"task.preset={preset}"], tmp_path / "r",
+                         tmp_path / "d")
+    params = build_params(cfg.task)
+    shares = {blk: share for blk, (_, share) in params.clipping().items()}
+    assert max(shares.values()) <= MAX_CLIPPED_SHARE
+    if preset == "chaos":  # d_II = 0.34: peak 1.0009, only I←I clips
+        assert params.clipping()["ii"][0] == pytest.approx(1.0009, abs=1e-4)
+        assert shares["ii"] == pytest.approx(2.18e-6, rel=0.01) and shares["ee"] == 0.0
+    else:
+        assert max(shares.values()) == 0.0
+
+
+def test_wave_at_900_is_refused_with_the_smallest_size_that_fits(tmp_path):
+    """Was a ZeroDivisionError in compare (the theory radius was 0): now refused before work,
+    naming task.n_exc, the peak, the clipped share and the smallest N_E that fits."""
+    cfg = compose_config(["task=ei_network", "task.preset=wave", "task.n_exc=900"],
+                         tmp_path / "r", tmp_path / "d")
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert err.value.key == "task.n_exc" and "task.n_exc=900" in message
+    assert "peaks at 1.3715" in message and "23.072%" in message
+    assert "task.n_exc >= 1600" in message and "(set by the override task.n_exc=900)" in message
+    assert not (tmp_path / "d" / "ei_network").exists()  # nothing drawn
+    assert Config(preset="wave", n_exc=1600).clipping()["ei"][1] <= MAX_CLIPPED_SHARE
+
+
+@pytest.mark.parametrize("kwargs, key, fits", [
+    ({"preset": "chaos", "n_exc": 1600}, "task.n_exc", "task.n_exc >= 2304"),
+    ({"preset": "bump", "n_exc": 400, "range_scale": 10.0}, "task.range_scale",
+     "task.range_scale <= 5.17"),
+    ({"preset": "stable", "dim": 1, "n_exc": 400, "density": 1.0, "range_scale": 8.0},
+     "task.range_scale", "task.range_scale <= "),
+])
+def test_clipping_beyond_the_rule_is_refused_naming_the_key(kwargs, key, fits):
+    with pytest.raises(ConfigError) as err:
+        Config(**kwargs)
+    assert err.value.key == key and fits in str(err.value), str(err.value)
+    assert "task.density <= " in str(err.value)
+
+
+def test_refusal_names_values_that_fit():
+    """The sizes and scales the message offers do pass; one grid step below the size does not."""
+    assert max(s for _, s in Config(preset="chaos", n_exc=2304).clipping().values()) <= 1e-3
+    with pytest.raises(ConfigError):
+        Config(preset="chaos", n_exc=2116)  # 46² (the grid step below 48²): 2.1e-3
+    Config(preset="bump", n_exc=400, range_scale=5.17)
+    with pytest.raises(ConfigError):
+        Config(preset="bump", n_exc=400, range_scale=5.18)
+
+
+def _tiny_ii_clip(density: float) -> dict:
+    """A 1D network of N_E = 8, N_I = 2 where only I←I can clip: its offsets are 0 and 1/2."""
+    return dict(preset=None, dim=1, n_exc=8, range_scale=1.0, density=density, range_ee=0.05,
+                range_ie=0.05, range_ei=0.05, range_ii=0.35, n_max_wave=1)
+
+
+def test_clipped_share_equals_the_hand_computed_value(tmp_path, caplog):
+    """On the I grid {0, 1/2}: f0 = Σ_m e^{−m²/2d²}, f½ = Σ_m e^{−(m+½)²/2d²}; two of the four
+    I←I probabilities are α·f0 > 1, so s_ii = (α·f0 − 1)/(α·(f0 + f½))."""
+    alpha, d = 0.9685, 0.35
+    f0 = sum(math.exp(-(m**2) / (2 * d**2)) for m in range(-6, 7))
+    f_half = sum(math.exp(-((m + 0.5) ** 2) / (2 * d**2)) for m in range(-6, 7))
+    hand = (alpha * f0 - 1) / (alpha * (f0 + f_half))
+    assert 0 < hand <= MAX_CLIPPED_SHARE and alpha * f_half < 1
+    c = Config(**_tiny_ii_clip(alpha))
+    assert c.clipping()["ii"] == pytest.approx((alpha * f0, hand), rel=1e-9)  # before any draw
+    with caplog.at_level(logging.WARNING, logger="spectrum"):
+        data = EINetworkData(c, str(tmp_path), seed=0)
+        data.setup("fit")
+        data.setup("fit")
+    clipped = [r for r in caplog.records if "clipped at 1" in r.getMessage()]
+    assert len(clipped) == 1 and "block ii" in clipped[0].getMessage()  # said once
+    module = EINetworkModule(c)
+    module.info = data.info
+    pm = module.paper_metrics()
+    assert pm["clipped_share_ii"] == pytest.approx(hand, rel=1e-9)   # measured on the draw's p
+    assert pm["clipped_share"] == pm["clipped_share_ii"]
+    assert pm["clipped_share_ee"] == pm["clipped_share_ie"] == pm["clipped_share_ei"] == 0.0
+    assert pm["max_connection_prob"] == pytest.approx(alpha * f0, rel=1e-12)
+    with pytest.raises(ConfigError, match=r"block ii .* peaks at 1\.0\d+ > 1"):
+        Config(**_tiny_ii_clip(0.99))  # s_ii = 1.3e-2
+
+
+@pytest.mark.parametrize("dim, n_exc, preset", [(2, 1600, "wave"), (2, 2500, "chaos"),
+                                                (1, 400, "chaos"), (2, 400, "bump")])
+def test_share_before_the_draw_equals_the_share_of_the_drawn_probabilities(dim, n_exc, preset):
+    """`block_clipping` (offset profile, no N×N matrix) = Σ max(p − 1, 0)/Σ p on the full p."""
+    c = Config(preset=preset, dim=dim, n_exc=n_exc, range_scale=5.0 if n_exc == 400 and dim == 2
+               else None, density=0.9 if n_exc == 400 and dim == 2 else None)
+    sides = {"e": c.side_exc, "i": c.side_inh}
+    for blk, width in c.ranges().items():
+        p = connection_prob(sides[blk[0]], sides[blk[1]], width, c.density, dim)
+        peak, share = block_clipping(sides[blk[0]], sides[blk[1]], width, c.density, dim)
+        assert peak == pytest.approx(float(p.max()), rel=1e-12)
+        assert share == pytest.approx(clipped_share_of(p), rel=1e-9, abs=1e-15), blk
+
+
+def test_compare_with_a_zero_theory_radius_is_nan_with_a_reason():
+    evals = np.array([0.1 + 0.0j, -0.05 + 0.02j, -0.05 - 0.02j])
+    out = compare(evals, np.zeros(0, dtype=complex), 0.0, 0j)
+    assert math.isnan(out["bulk_radius_rel_error"])
+    assert "theory bulk radius is 0" in out["bulk_radius_rel_error_reason"]
+    ok = compare(evals, np.zeros(0, dtype=complex), 0.1, 0j)
+    assert ok["bulk_radius_rel_error"] == pytest.approx(abs(ok["bulk_radius_empirical"] - 0.1)
+                                                         / 0.1)
+    assert ok["bulk_radius_rel_error_reason"] is None
+
+
+def test_a_valid_config_with_zero_theory_radius_runs(tmp_path):
+    """g = 0 and ḡ = 0: J = 0, R_th = 0; the run completes and says why R's error is undefined."""
+    cfg = compose_config([*RING[:2], "task.n_exc=400", "logger=csv", "callbacks=none",
+                          "task.g_het=0", "task.gbar_ee=0", "task.gbar_ie=0", "task.gbar_ei=0",
+                          "task.gbar_ii=0", "task.t_total=100", "task.burn_in=50"],
+                         tmp_path / "r", tmp_path / "d")
+    res = run(cfg)
+    assert res["status"] == "completed", res.get("error")
+    pm = res["paper_metrics"]
+    assert pm["bulk_radius_theory"] == 0.0 and pm["predicted_regime"] == "stable"
+    rel = pm["bulk_radius_rel_error"]
+    assert rel is None or math.isnan(rel)
+    assert "undefined" in pm["bulk_radius_rel_error_reason"]
+
+
+def test_summary_does_not_label_a_row_by_a_regime_the_theory_does_not_predict():
+    """The wave preset at N_E = 1,600 predicts (and here observes) stable: not a 'wave' row."""
+    rows = []
+    for preset, n in (("wave", 2500), ("wave", 1600)):
+        c = Config(preset=preset, n_exc=n)
+        th = theory_from_config(c)
+        rows.append({"status": "completed", "seed": 0, "params": resolved_params(c),
+                     "paper_metrics": {"predicted_regime": th.regime,
+                                       "observed_regime": th.regime,
+                                       "clipped_share": c.clipping()["ei"][1]}})
+    table = summarize(rows).set_index("n_exc")
+    assert table.loc[2500, "preset"] == "wave"
+    assert table.loc[1600, "preset"] == "wave params (theory: stable)"
+    assert table.loc[1600, "predicted"] == table.loc[1600, "observed"] == "stable"
+    assert table.loc[1600, "clipped_share"] == pytest.approx(1.64e-4, rel=0.01)
+    text = notes(summary=table.reset_index())
+    assert "wave params (theory: stable)" in text and "Clipping p at 1 removed up to" in text
+
+
+def test_phase_map_leaves_refused_configs_blank():
+    c = Config(preset="bump", dim=1, n_exc=800)
+    results = [{"status": "completed", "params": resolved_params(c)}]
+    ranges = np.array([0.07, 0.3])  # d_II ×2: 0.14 fits, 0.6 clips most of K_II
+    regimes = _theory_map(results, ["range_ii", "gbar_ee"], [ranges, np.array([9.0])])
+    assert not math.isnan(regimes[0, 0]) and math.isnan(regimes[0, 1])
+
+
 # ------------------------------------------------------------------ theory
 def _mean_matrix(c: Config) -> torch.Tensor:
     sides, n = {"e": c.side_exc, "i": c.side_inh}, {"e": c.n_exc, "i": c.n_inh}
@@ -248,16 +412,18 @@ def test_divergence_is_reported_not_classified():
     rec = simulate(j, 4, tau=20.0, dt=0.2, t_total=20.0, record_every=1, noise_std=0.0,
                    inh_gain_scale=5.0, init_low=1.0, init_high=2.0, seed=0, chunk=10)
     assert rec.diverged
-    c = Config(dim=1, n_exc=4, t_total=20.0, burn_in=0.0, record_every=1, n_max_wave=1)
+    c = Config(dim=1, n_exc=4, t_total=20.0, burn_in=0.0, record_every=1, n_max_wave=1,
+               range_scale=1.0)  # the automatic ×400 at N_E = 4 is refused (clipping rule)
     out = observe(rec, c)
     assert out["observed_regime"] == "diverged" and "global_sync" not in out
 
 
 # ------------------------------------------------------------------ runs on the ring (1D)
-def test_smoke_run_writes_results_and_caches_the_eigendecomposition(ring_runs, tmp_path_factory):
+def test_smoke_run_writes_results_and_caches_the_eigendecomposition(ring_runs, tmp_path,
+                                                                      monkeypatch):
     res = ring_runs["stable"]
     assert res["status"] == "completed"
-    run_dir = __import__("pathlib").Path(res["run_dir"])
+    run_dir = Path(res["run_dir"])
     assert (run_dir / "results.json").exists() and (run_dir / "metrics.csv").exists()
     pm = json.loads((run_dir / "results.json").read_text())["paper_metrics"]
     for key in ("predicted_regime", "observed_regime", "bulk_radius_theory",
@@ -265,11 +431,18 @@ def test_smoke_run_writes_results_and_caches_the_eigendecomposition(ring_runs, t
                 "global_sync", "local_sync", "moran_i", "temporal_std"):
         assert pm[key] is not None, key
     assert len(pm["top_outlier_empirical"]) == 2 and math.isfinite(pm["bulk_radius_empirical"])
-    assert list((run_dir / "cache").glob("eigvals_*.pt")) and pm["eig_cached"] is False
-    again = run(compose_config([*RING, "task.preset=stable", "resume=never",
-                                "task.t_total=100", "task.burn_in=50"], run_dir,
-                               tmp_path_factory.getbasetemp() / "data2"))
-    assert again["paper_metrics"]["eig_cached"] is True
+    assert pm["clipped_share"] == 0.0 and pm["bulk_radius_rel_error_reason"] is None
+    # the eigenvalues live in the task's one cache (data dir), beside the draw
+    data_dir = run_dir.parent / "data"
+    assert list((data_dir / "ei_network").glob("eigvals-*.safetensors"))
+
+    def refuse(j):
+        raise AssertionError("recomputed cached eigenvalues")
+
+    monkeypatch.setattr("tasks.ei_network.module.dense_eigenvalues", refuse)
+    again = run(compose_config([*RING, "task.preset=stable", "task.t_total=100",
+                                "task.burn_in=50"], tmp_path / "again", data_dir))
+    assert again["status"] == "completed"
     assert again["paper_metrics"]["bulk_radius_empirical"] == pm["bulk_radius_empirical"]
 
 
@@ -340,7 +513,10 @@ def test_summarize_notes_and_plots(tmp_path):
     table = summarize(results)
     assert len(table) == 4 and table["match"].sum() == 2
     assert {"gbar_ee", "gbar_ie"} <= set(table) and "gbar_ei" not in set(table)  # varying only
-    assert set(table["preset"]) == {"bump"} and table["top_outlier_theory"].eq("1.000+0.000j").all()
+    # a row is labelled by its preset only where the theory predicts the preset's regime
+    for label, predicted in zip(table["preset"], table["predicted"]):
+        assert label == ("bump" if predicted == "bump" else f"bump params (theory: {predicted})")
+    assert table["top_outlier_theory"].eq("1.000+0.000j").all()
     order = [(REGIME_ORDER.index(r), g, i) for r, g, i in
              zip(table["predicted"], table["gbar_ee"], table["gbar_ie"])]
     assert order == sorted(order)  # by predicted regime, then parameters
@@ -360,7 +536,8 @@ def test_fourier_fit_loss_equals_the_time_domain_loss(dim, n_exc):
         observed_input,
     )
 
-    c = Config(preset="wave", dim=dim, n_exc=n_exc, mode="infer", t_total=100, burn_in=20)
+    c = Config(preset="wave", dim=dim, n_exc=n_exc, mode="infer", t_total=100, burn_in=20,
+               range_scale=4.0 if dim == 2 else None)  # 2D ×10 at N_E = 400 is refused
     rec = run_dynamics(c, draw_j(c, 0)[0], 0)
     u, phi = observed_input(rec.x, c.dt * c.record_every, c.tau, c.n_exc, c.inh_gain_scale)
     g = torch.tensor([6.0, 7.0, -5.0, -4.0], dtype=torch.float64)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from runner import run
+from runner.run import run
 from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError
 from tasks.farad import augment

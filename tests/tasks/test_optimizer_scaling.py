@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY_SCALING
-from runner import run
+from runner.run import run
 from runner.validation import ConfigError
 from tasks.base.aggregate import fit_power_law
 from tasks.optimizer_scaling import solvers

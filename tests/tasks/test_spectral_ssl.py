@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from callbacks.spectra import effective_rank, participation_ratio
-from runner import run
+from runner.run import run
 from runner.validation import ConfigError
 from tasks.spectral_ssl import benchmark
 from tasks.spectral_ssl.analysis import best_beta, claim4, summarize

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from runner import run
+from runner.run import run
 from runner.task_params import build_params
 from runner.validation import ConfigError
 from tasks.two_step_gd import model, theory
