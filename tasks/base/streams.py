@@ -6,7 +6,8 @@ RandomSampler would draw a new order. These loaders ask the trainer where the re
 stands, `fit_position(trainer)` = (epoch, batches completed in it), and serve the rest of the
 epoch only; their length stays the full epoch, so Lightning's counters line up.
 
-`IndexedBatches`: batch i is a pure function of i (one epoch of n batches).
+`IndexedBatches`: batch i is a pure function of i (one epoch of n batches); like a DataLoader,
+each pass draws one number from torch's global generator first (`draw_base_seed`).
 `ShuffledBatches`: one pass over the rows per epoch in a random order drawn, exactly as torch's
 `DataLoader(BatchSampler(RandomSampler(rows)))` draws it, from torch's global generator at the
 epoch's start; the order's seed is kept in the checkpoint (Lightning saves a loader's
@@ -51,16 +52,23 @@ class IndexedBatches:
         """Nothing to restore (see `state_dict`)."""
 
     def __iter__(self) -> Iterator[Any]:
+        draw_base_seed()  # as a DataLoader does on every pass (resumed: restored after it)
         _, done = self.position()
         for index in range(min(done, self.n), self.n):
             yield self.batch_at(index)
 
 
+def draw_base_seed() -> None:
+    """Draw the one int64 from torch's global generator that a torch DataLoader draws at the
+    start of every pass (its workers' base seed; unused here): the loaders here leave the global
+    stream, and so every augmentation, exactly as the DataLoaders the measured runs used."""
+    torch.empty((), dtype=torch.int64).random_()
+
+
 def draw_epoch_seed() -> int:
     """Return the seed of an epoch's order, drawn from torch's global generator as a DataLoader
-    over a RandomSampler draws it: one int64 for the loader's worker base seed (unused here,
-    drawn so the global stream matches), then the sampler's seed."""
-    torch.empty((), dtype=torch.int64).random_()
+    over a RandomSampler draws it: the base seed, then the sampler's seed."""
+    draw_base_seed()
     return int(torch.empty((), dtype=torch.int64).random_().item())
 
 

@@ -165,3 +165,15 @@ def test_resumed_loaders_continue_at_the_first_batch_not_trained():
     assert list(resumed) == full[2:] and len(resumed) == 4
     assert torch.equal(torch.get_rng_state(), draws_before)  # no new draw mid-epoch
     del rows
+
+
+def test_indexed_batches_leave_the_global_stream_as_a_dataloader_does():
+    """farad's augmentations draw from torch's global generator after the loader's first pass:
+    the same numbers follow as after a DataLoader over the same items (measured runs used one)."""
+    items = [torch.tensor([i]) for i in range(4)]
+    torch.manual_seed(5)
+    reference = [int(b) for b in DataLoader(items, batch_size=None)]
+    after_reference = torch.rand(2)
+    torch.manual_seed(5)
+    ours = [int(b) for b in IndexedBatches(items.__getitem__, 4, lambda: (0, 0))]
+    assert ours == reference and torch.equal(torch.rand(2), after_reference)
