@@ -1,5 +1,7 @@
-"""spectral_ssl: bad input, the regulariser, the benchmark's groups, losses, probes, summaries,
-smoke runs (plain and with callbacks=spectra) and claims 1-2 at a short default-config run."""
+"""spectral_ssl: bad input, the regulariser (against numpy), the benchmark's groups, losses,
+probes, summaries, smoke runs (plain and with callbacks=spectra), claims 1-2 and the average-
+accuracy piece of claim 3 at a short default-config run (its WGA gain there: a strict xfail),
+and, with -m slow, claims 3-4 on the sweeps' grids."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from callbacks.spectra import effective_rank, participation_ratio
+from conftest import compose_config
 from runner.run import run
 from runner.validation import ConfigError
 from tasks.spectral_ssl import benchmark
@@ -111,16 +114,74 @@ def collapsed_batch(n: int = 200, d: int = 16) -> torch.Tensor:
     return u @ v + 0.01 * torch.randn(n, d, generator=gen, dtype=torch.float64)
 
 
+def offset_batch(n: int = 300, d: int = 12, seed: int = 3) -> torch.Tensor:
+    """An anisotropic batch (column stds 0.1..3) whose columns have means 2..5, far from 0."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 3, d)
+    return z + torch.linspace(2.0, 5.0, d, dtype=torch.float64)
+
+
+def numpy_cov(z: torch.Tensor) -> np.ndarray:
+    """Dense reference: the covariance of the centred features, np.cov(Z, bias=True) = Z_cᵀZ_c/n."""
+    return np.cov(z.detach().numpy(), rowvar=False, bias=True)
+
+
 def cov_evals(z: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.eigvalsh(batch_covariance(z))
+    """Eigenvalues of the numpy reference covariance (not the code under test)."""
+    return torch.from_numpy(np.linalg.eigvalsh(numpy_cov(z)))
+
+
+def numpy_penalty(z: torch.Tensor, form: str) -> float:
+    """Dense reference of R(Z) from the eigenvalues λ of numpy_cov, p = λ/Σλ: flat_pr d·Σp² − 1,
+    frobenius Σ(p − 1/d)² (the eigenbasis of C/tr C − I/d), kl_uniform −mean log(d·q) with
+    q from λ + 1e-4·Σλ/d."""
+    lam = np.clip(np.linalg.eigvalsh(numpy_cov(z)), 0.0, None)
+    d = lam.size
+    p = lam / lam.sum()
+    if form == "flat_pr":
+        return float(d * (p**2).sum() - 1)
+    if form == "frobenius":
+        return float(((p - 1 / d) ** 2).sum())
+    q = lam + 1e-4 * lam.sum() / d
+    return float(-np.log(d * q / q.sum()).mean())
+
+
+def test_batch_covariance_is_that_of_the_centred_features():
+    """C against numpy's covariance of centred features, on a batch with column means 2..5 (an
+    uncentred ZᵀZ/n would add the outer product of the means, ≈ 12 on the diagonal)."""
+    z = offset_batch()
+    assert np.allclose(batch_covariance(z).numpy(), numpy_cov(z), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_regulariser_against_a_dense_numpy_reference(form):
+    """R(Z) of each form against numpy_penalty on the offset batch and on a near rank-one one."""
+    for z in (offset_batch(), collapsed_batch() + 3.0):
+        assert float(REGULARIZERS[form](z)) == pytest.approx(numpy_penalty(z, form), rel=1e-8)
+
+
+def test_module_regulariser_averages_the_two_views_against_numpy():
+    """The module's term ½(R(f1) + R(f2)) (each view centred on its own batch) against the
+    numpy reference, for β > 0 (with a graph) and β = 0 (logged only, no graph)."""
+    from tasks.spectral_ssl.module import SpectralSSLModule
+
+    f1, f2 = offset_batch(256, 16, seed=4), collapsed_batch(256, 16) - 1.5
+    expected = 0.5 * (numpy_penalty(f1, "flat_pr") + numpy_penalty(f2, "flat_pr"))
+    for beta in (1.0, 0.0):
+        module = SpectralSSLModule(Config(reg_beta=beta))
+        out = module.regulariser(f1.clone().requires_grad_(True), f2.clone().requires_grad_(True))
+        assert float(out.detach()) == pytest.approx(expected, rel=1e-8)
+        assert out.requires_grad == (beta > 0)
 
 
 @pytest.mark.parametrize("form", FORMS)
 def test_regulariser_is_zero_for_a_flat_spectrum_and_positive_otherwise(form):
-    z = flat_batch()
-    assert torch.allclose(batch_covariance(z), batch_covariance(z)[0, 0] * torch.eye(16, dtype=torch.float64),
+    z = flat_batch()  # centred orthonormal columns × 3: C = (9/200)·I
+    assert torch.allclose(batch_covariance(z), 9 / 200 * torch.eye(16, dtype=torch.float64),
                           atol=1e-12)
     assert abs(float(REGULARIZERS[form](z))) < 1e-6  # kl_uniform: the eps floor is 1e-4·tr/d
+    # translation: the flat batch moved by a mean vector (4, 4.5, ..., 11.5) is still flat
+    assert abs(float(REGULARIZERS[form](z + torch.arange(16.0, dtype=torch.float64) / 2 + 4))) < 1e-6
     gen = torch.Generator().manual_seed(2)
     aniso = torch.randn(200, 16, generator=gen, dtype=torch.float64) * torch.linspace(0.5, 2, 16)
     for z in (aniso, collapsed_batch()):
@@ -128,8 +189,7 @@ def test_regulariser_is_zero_for_a_flat_spectrum_and_positive_otherwise(form):
 
 
 def test_flat_pr_equals_d_over_pr_minus_one_and_frobenius_its_share():
-    gen = torch.Generator().manual_seed(3)
-    z = torch.randn(300, 12, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 3, 12)
+    z = offset_batch()
     evals = cov_evals(z)
     pr = participation_ratio(evals)
     assert float(flat_pr(z)) == pytest.approx(12 / pr - 1, rel=1e-10)
@@ -349,8 +409,6 @@ def short_runs(tmp_path_factory):
     """β = 0 and β = 1 at the default config for SHORT_STEPS steps, seed 0 (claims 1, 2); the
     probes' lbfgs stops after 100 iterations (time). The β = 1 run also has callbacks=spectra
     with a snapshot at the end of every epoch."""
-    from tests.conftest import compose_config
-
     base = tmp_path_factory.mktemp("ssl_claims")
     out = {}
     for beta, extra in ((0.0, ["callbacks=none"]), (1.0, SPECTRA)):
@@ -371,7 +429,6 @@ def test_smoke_run_writes_the_probe_results(short_runs):
         assert math.isfinite(pm[key]), key
     assert res["params"]["reg_form"] == "flat_pr" and pm["steps_per_epoch"] == 6
     assert pm["epochs"] == SHORT_STEPS // 6
-    assert 0 <= pm["worst_group_acc"] <= pm["avg_acc"] <= 1
     last = pd.read_csv(run_dir / "metrics.csv")[["spectrum/backbone/effective_rank",
                                                   "spectrum/backbone/top_eig_share"]].dropna()
     # the final spectra in results.json are those of the last epoch, on the same fixed batch
@@ -386,20 +443,95 @@ def test_smoke_run_writes_the_probe_results(short_runs):
     assert "spectrum/backbone/top_eig_share" in metrics and "train/reg" in metrics
 
 
+def test_pixel_probe_against_an_independent_sklearn_and_pandas_computation(short_runs, digits):
+    """The run's raw-pixel group-balanced probe (avg, worst-group and mean-group accuracy)
+    against a reimplementation: every test image under every patch, a logistic regression
+    (C = 1, 100 lbfgs iterations) fitted on each probe half after centring and dividing by
+    sqrt(mean variance) of that half, predicting the other half; accuracies per (y, a) group by
+    pandas. The same run and split (seed 0): the values must agree exactly."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    pm = short_runs[0.0][0]["paper_metrics"]
+    test = digits.test
+    n = test["y"].numel()
+    a = np.repeat(np.arange(10), n)
+    images = np.tile(test["image"].numpy().astype(np.float64), (10, 1))
+    masks = benchmark.patch_masks(10).numpy().astype(bool)
+    images[masks[a]] = benchmark.PATCH_VALUE  # the cue painted over the digit
+    y = np.tile(test["y"].numpy(), 10)
+    half = np.tile(test["probe_half"].numpy(), 10)
+    pred = np.empty_like(y)
+    for fit in (half, ~half):
+        mean, scale = images[fit].mean(0), np.sqrt(images[fit].var(0).mean())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = LogisticRegression(C=1.0, max_iter=100).fit((images[fit] - mean) / scale,
+                                                               y[fit])
+        pred[~fit] = clf.predict((images[~fit] - mean) / scale)
+    groups = pd.DataFrame({"y": y, "a": a, "ok": pred == y}).groupby(["y", "a"])["ok"].mean()
+    assert len(groups) == 100
+    assert pm["avg_acc_pixels"] == pytest.approx(float((pred == y).mean()), abs=1e-12)
+    assert pm["worst_group_acc_pixels"] == pytest.approx(float(groups.min()), abs=1e-12)
+    assert pm["mean_group_acc_pixels"] == pytest.approx(float(groups.mean()), abs=1e-12)
+
+
+# Seed spread at the short size (SHORT_STEPS = 120, SimCLR, ρ = 0.95; β = 0 vs β = 1, seeds
+# 0-4, probe_max_iter = 100), per seed: PC1 probe acc a − y at β = 0: +0.428, +0.393, +0.410,
+# +0.458, +0.407; effective rank β = 1 − β = 0: +54.4, +55.7, +57.3, +53.8, +57.7; average
+# accuracy (group-balanced probe) β = 1 − β = 0: +0.018, +0.022, +0.010, +0.013, +0.010; WGA
+# β = 1 − β = 0: +0.074, +0.057, +0.029, −0.057, −0.029. The tests use seed 0.
 def test_claim1_top_pc_predicts_the_spurious_attribute_at_beta_0(short_runs):
+    """Claim 1 at β = 0: the first principal component predicts a better than y, by more than
+    0.34 (measured +0.419 ± 0.025 over seeds 0-4: the margin is mean − 3 sd), and a above
+    chance (0.1)."""
     pm = short_runs[0.0][0]["paper_metrics"]
     print({k: pm[k] for k in ("pc_probe_acc_a", "pc_probe_acc_y", "spurious_alignment",
                               "core_alignment", "top_eig_share_first_epoch",
                               "top_eig_share_peak", "z_std")})
-    assert pm["pc_probe_acc_a"] > pm["pc_probe_acc_y"]
+    assert pm["pc_probe_acc_a"] - pm["pc_probe_acc_y"] > 0.34
     assert pm["pc_probe_acc_a"] > pm["chance_a"]
 
 
 def test_claim2_regularisation_raises_the_effective_rank(short_runs):
+    """Claim 2: β = 1 raises the effective rank of h over β = 0 (same seed) by more than 50
+    (measured +55.8 ± 1.7 over seeds 0-4: the margin is mean − 3 sd; with the batch covariance
+    left uncentred the regulariser reaches only 54.7 − 9.8 = +44.8 at seed 0). Both effective
+    ranks are checked against numpy on the eigenvalues the spectra callback wrote for the β = 1
+    run (exp of the spectral entropy of the eval-batch covariance)."""
     er0 = short_runs[0.0][0]["paper_metrics"]["effective_rank"]
     er1 = short_runs[1.0][0]["paper_metrics"]["effective_rank"]
     print({"effective_rank_beta0": er0, "effective_rank_beta1": er1})
-    assert er1 > er0
+    assert er1 - er0 > 50
+    with np.load(short_runs[1.0][1] / "spectra" / "matrices.npz") as m:
+        lam = np.clip(m["backbone_cov"][-1], 0, None)
+    p = lam[lam > 0] / lam.sum()
+    assert er1 == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)
+
+
+def test_claim3_average_accuracy_rises_with_the_regulariser(short_runs):
+    """Claim 3, the piece that shows at the short size: β = 1 raises the group-balanced probe's
+    average accuracy over β = 0 (same seed) by more than 0.004 (measured +0.0148 ± 0.0052 over
+    seeds 0-4: the margin is mean − 2 sd)."""
+    avg0 = short_runs[0.0][0]["paper_metrics"]["avg_acc"]
+    avg1 = short_runs[1.0][0]["paper_metrics"]["avg_acc"]
+    print({"avg_acc_beta0": avg0, "avg_acc_beta1": avg1})
+    assert avg1 - avg0 > 0.004
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding (README, spectral_ssl): at the short size (120 steps) the WGA gain of β = 1 is "
+    "+0.074 at seed 0 and +0.015 ± 0.056 over seeds 0-4 (+0.074, +0.057, +0.029, −0.057, "
+    "−0.029), not the +0.10 of claim 3 (after 2,000 steps β = 1 gains +0.073 ± 0.036 and the "
+    "best β +0.092 SimCLR, +0.112 SimSiam: test_claim3_* in -m slow)"))
+def test_claim3_wga_gain_of_ten_points_at_the_short_size(short_runs):
+    """Claim 3's headline at the short size: WGA(β = 1) − WGA(β = 0) ≥ +0.10 (seed 0)."""
+    wga0 = short_runs[0.0][0]["paper_metrics"]["worst_group_acc"]
+    wga1 = short_runs[1.0][0]["paper_metrics"]["worst_group_acc"]
+    print({"wga_beta0": wga0, "wga_beta1": wga1})
+    assert wga1 - wga0 >= 0.10
 
 
 def test_spectra_callbacks_log_the_feature_spectrum_every_epoch(short_runs):
@@ -436,40 +568,99 @@ def test_simsiam_with_kl_uniform_on_the_projector_runs(make_cfg, tmp_path):
 
 
 # ----------------------------------------------------------------------------- slow: claims 3, 4
-def sweep(make_cfg, tmp_path, methods, betas, rhos, seeds=(0, 1, 2)):
-    results = []
-    for method in methods:
-        for rho in rhos:
-            for beta in betas:
-                for seed in seeds:
-                    results.append(run_task(
-                        make_cfg, tmp_path, f"{method}_{rho}_{beta}_{seed}",
-                        f"task.ssl_method={method}", f"task.reg_beta={beta}",
-                        f"task.spurious_rho={rho}", f"seed={seed}"))
-    return results
+BETA_SWEEP = (0, 0.01, 0.1, 1)  # conf/experiment/spectral_ssl/beta_sweep.yaml (ρ = 0.95)
+RHO_SWEEP = (0.8, 0.9, 0.95, 0.99)  # conf/experiment/spectral_ssl/rho_sweep.yaml
+BEST_BETA = {"simclr": 0.01, "simsiam": 0.1}  # the β > 0 with the largest mean WGA gain at ρ = 0.95
+SEEDS = (0, 1, 2)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(7200)
-def test_claim3_best_beta_gains_ten_points_of_wga(make_cfg, tmp_path):
-    """Claim 3 on the beta_sweep grid (2 methods × β ∈ {0, 0.01, 0.1, 1} × 3 seeds, ρ = 0.95;
-    ≈ 70 min on one shared core): the best β > 0 gains ≥ +0.10 WGA (group-balanced probe) over
-    β = 0, paired by seed, with average accuracy not lower, for SimCLR and SimSiam."""
+def sweep(make_cfg, tmp_path, method: str, betas: tuple[float, ...], rhos: tuple[float, ...],
+          seeds: tuple[int, ...] = SEEDS) -> list[dict]:
+    """Return the results of `method` × β × ρ × seeds at the default config (2,000 steps): read
+    from the finished sweeps under $SPECTRAL_SSL_SWEEP_DIR when set (e.g.
+    multirun/spectral_ssl/claims, the beta and ρ sweeps of the README), else run here (≈ 2 min
+    per run on one shared core)."""
+    import os
+    from pathlib import Path
+
+    from runner.report import load_results
+
+    points = {(float(b), float(r), int(s)) for b in betas for r in rhos for s in seeds}
+    folder = os.environ.get("SPECTRAL_SSL_SWEEP_DIR")
+    if folder:
+        found = [r for r in load_results(Path(folder))
+                 if r.get("task") == "spectral_ssl" and r.get("status") == "completed"
+                 and r["params"]["ssl_method"] == method
+                 and (float(r["params"]["reg_beta"]), float(r["params"]["spurious_rho"]),
+                      int(r["seed"])) in points]
+        if len(found) != len(points):  # not an AssertionError: the xfails must not swallow it
+            raise LookupError(f"{folder}: {len(found)} runs for the {len(points)} points of "
+                              f"{method}")
+        return found
+    return [run_task(make_cfg, tmp_path, f"{method}_{rho}_{beta}_{seed}",
+                     f"task.ssl_method={method}", f"task.reg_beta={beta}",
+                     f"task.spurious_rho={rho}", f"seed={seed}")
+            for rho, beta, seed in sorted((r, b, s) for b, r, s in points)]
+
+
+def claim3_row(make_cfg, tmp_path, method: str) -> pd.Series:
+    """Return best_beta() of `method` on the beta_sweep grid (β ∈ BETA_SWEEP, ρ = 0.95, 3 seeds)."""
     from tasks.spectral_ssl.analysis import notes
 
-    summary = summarize(sweep(make_cfg, tmp_path, ("simclr", "simsiam"), (0, 0.01, 0.1, 1),
-                              (0.95,)))
+    summary = summarize(sweep(make_cfg, tmp_path, method, BETA_SWEEP, (0.95,)))
     print(notes(summary))
     best = best_beta(summary)
-    assert len(best) == 2 and best["claim3"].all(), best.to_string()
+    if len(best) != 1:
+        raise LookupError(best.to_string())
+    return best.iloc[0]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
-def test_claim4_wga_gain_is_non_decreasing_in_rho(make_cfg, tmp_path):
-    """Claim 4 for SimCLR: the best-β WGA gain over β = 0 (3 seeds) is non-decreasing over
-    ρ ∈ {0.8, 0.95, 0.99} at β ∈ {0, 1}."""
-    summary = summarize(sweep(make_cfg, tmp_path, ("simclr",), (0, 1), (0.8, 0.95, 0.99)))
+def test_claim3_simsiam_best_beta_gains_ten_points_of_wga(make_cfg, tmp_path):
+    """Claim 3 for SimSiam on the beta_sweep grid (12 runs): the best β > 0 gains ≥ +0.10 WGA
+    (group-balanced probe) over β = 0, paired by seed, with average accuracy not lower
+    (README: β = 0.1, +0.112 ± 0.043, average +0.054)."""
+    row = claim3_row(make_cfg, tmp_path, "simsiam")
+    assert bool(row["claim3"]), row.to_string()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding (README, spectral_ssl): SimCLR's best β = 0.01 gains +0.092 ± 0.093 WGA over β = 0 "
+    "(3 seeds, ρ = 0.95), short of +0.10; β = 0.1 and 1 give +0.082 and +0.073"))
+def test_claim3_simclr_best_beta_gains_ten_points_of_wga(make_cfg, tmp_path):
+    """Claim 3 for SimCLR on the beta_sweep grid (12 runs), as for SimSiam."""
+    row = claim3_row(make_cfg, tmp_path, "simclr")
+    assert bool(row["claim3"]), row.to_string()
+
+
+def claim4_row(make_cfg, tmp_path, method: str) -> pd.Series:
+    """Return claim4() of `method` on the rho_sweep grid: β ∈ {0, BEST_BETA[method]} × ρ ∈
+    RHO_SWEEP × 3 seeds (24 runs, the README's ρ table)."""
+    summary = summarize(sweep(make_cfg, tmp_path, method, (0, BEST_BETA[method]), RHO_SWEEP))
     c4 = claim4(summary)
     print(c4.to_string())
-    assert len(c4) == 1 and c4["non_decreasing"].all()
+    if len(c4) != 1 or c4.iloc[0]["rho"] != ", ".join(f"{r:g}" for r in RHO_SWEEP):
+        raise LookupError(c4.to_string())
+    return c4.iloc[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(10800)
+def test_claim4_simclr_wga_gain_is_non_decreasing_in_rho(make_cfg, tmp_path):
+    """Claim 4 for SimCLR at its best β = 0.01: the WGA gain over β = 0 (3 seeds) is
+    non-decreasing over ρ = 0.8, 0.9, 0.95, 0.99 (README: +0.038, +0.070, +0.092, +0.095, each
+    step within the seed spread, sd 0.04–0.12)."""
+    assert bool(claim4_row(make_cfg, tmp_path, "simclr")["non_decreasing"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(10800)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding (README, spectral_ssl): SimSiam's WGA gain at β = 0.1 is +0.226, +0.138, +0.112, "
+    "+0.152 at ρ = 0.8, 0.9, 0.95, 0.99: largest at the weakest correlation"))
+def test_claim4_simsiam_wga_gain_is_non_decreasing_in_rho(make_cfg, tmp_path):
+    """Claim 4 for SimSiam at its best β = 0.1, as for SimCLR."""
+    assert bool(claim4_row(make_cfg, tmp_path, "simsiam")["non_decreasing"])
