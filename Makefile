@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-gpu lint bench clean
+.PHONY: install run test test-slow test-gpu lint bench mutation clean
 
 install: $(STAMP)  ## create .venv and install the project (torch CPU wheel first)
 
@@ -33,6 +33,10 @@ lint: install
 bench: install  ## speed benchmarks against named baselines (installs the bench extra)
 	$(PY) -m pip install -q -e '.[bench]'
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+mutation: install  ## mutmut on callbacks/spectra, module by module in /tmp copies (MODULES="powerlaw rmt" to pick)
+	$(PY) -m pip install -q -e '.[mutation]'
+	$(PY) scripts/mutation.py $(MODULES); rc=$$?; $(PY) -m pip uninstall -q -y mutmut; exit $$rc
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -12,6 +12,11 @@ but the largest), and for each candidate
 minimises D_i (first minimum). No upper cap on α and no xmax. For fewer than ``small_n`` values
 WeightWatcher switches to a small-sample rule, reproduced here: tails of at least 8 points, the
 bias-corrected α_i = 1 + (n_i − 1)/Σ log(x_j/x_i), and xmin minimising D_i − 0.868/√n_i.
+That is the rule of WeightWatcher's ``fit_powerlaw_smallN``; in weightwatcher 0.7.7
+``WWFit.__init__`` then re-selects the candidate of smallest D_i, so its ``analyze()`` reports
+that one when N < 20 (tests/fixtures/weightwatcher.json keeps both). The (n_i − 1) is Clauset et
+al.'s (2009, app. B) correction, unbiased for a known xmin; with xmin at the smallest tail value,
+Σ log(x_j/x_i) has n_i − 1 exponential terms and E α_i = 1 + (n_i − 1)(α − 1)/(n_i − 2).
 All candidates are evaluated at once (cumulative sums over the sorted logs; the D matrix in
 row chunks), so the cost is O(N²/chunk) tensor ops instead of a Python loop.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -21,7 +22,19 @@ from callbacks import (
 )
 from callbacks.base import log_spaced
 from callbacks.sink import SpectrumSink
-from callbacks.spectra import dense_hessian
+from callbacks.spectra import (
+    alpha_req,
+    dense_hessian,
+    effective_rank,
+    eigvals_sym,
+    hessian_eigs,
+    hessian_matvec,
+    hutchpp_trace,
+    ntk_metrics,
+    participation_ratio,
+    spectrum_summary,
+    weight_metrics,
+)
 from conftest import TINY_SCALING
 from runner.csv_logger import CSVLogger
 from runner.run import run
@@ -85,13 +98,120 @@ def metrics_columns(tmp_path) -> dict[str, list[float]]:
     return cols
 
 
+class ReferencedRegression(TinyRegression):
+    """TinyRegression with an edge for its symmetric matrix: MatrixSpectrum counts outliers."""
+
+    def spectral_reference(self):
+        return {"rotation": {"radius": 1.0}, "w1_gram": {"edge": 1.0}}
+
+
+WEIGHT_KEYS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
+               "entropy", "num_spikes", "ks_distance")  # the README's per-layer list
+
+
+def weight_values(module: TinyRegression) -> dict[str, float]:
+    """What WeightSpectrum must log: weight_metrics of each Linear weight, and mean_alpha."""
+    out, alphas = {}, []
+    for name in ("net.0", "net.2"):
+        metrics = weight_metrics(module.get_submodule(name).weight.detach())
+        out.update({f"{name}/{key}": metrics[key] for key in WEIGHT_KEYS})
+        alphas.append(metrics["alpha"])
+    finite = [a for a in alphas if math.isfinite(a)]
+    out["mean_alpha"] = sum(finite) / len(finite)
+    return out
+
+
+def feature_values(module: TinyRegression, inputs: torch.Tensor) -> dict[str, float]:
+    """What FeatureSpectrum must log: summaries of the eigenvalues of torch.cov of each Linear
+    layer's outputs on the probe inputs (the direct out-dimensional covariance)."""
+    outputs = {}
+    hooks = [module.get_submodule(n).register_forward_hook(
+        lambda m, a, o, n=n: outputs.__setitem__(n, o)) for n in ("net.0", "net.2")]
+    with torch.no_grad():
+        module.eval()(inputs)
+    for h in hooks:
+        h.remove()
+    out = {}
+    for name, feats in outputs.items():
+        cov = torch.cov(feats.T).reshape(feats.shape[1], feats.shape[1])
+        ev = torch.linalg.eigvalsh(cov).flip(0).clamp(min=0.0)
+        out[f"{name}/effective_rank"] = effective_rank(ev)
+        out[f"{name}/participation_ratio"] = participation_ratio(ev)
+        out[f"{name}/top_eig_share"] = float(ev[0] / ev.sum())
+        positive = int((ev > 1e-12 * ev[0]).sum())
+        if positive >= 8:
+            out[f"{name}/alpha_req"] = alpha_req(ev, 1, positive // 2)
+    out["mean_effective_rank"] = sum(out[f"{n}/effective_rank"] for n in outputs) / len(outputs)
+    return out
+
+
+def hessian_values(module: TinyRegression, cb: HessianSpectrum) -> dict[str, float]:
+    """What HessianSpectrum must log: hessian_eigs and Hutch++ (seed 0) on its probe batch."""
+    res = hessian_eigs(module, module.loss_fn, cb.batch, k=cb.k, which="LA", tol=cb.tol)
+    out = {f"lambda_{i + 1}": float(v) for i, v in enumerate(res.eigenvalues)}
+    out["converged"] = float(res.converged.float().mean())
+    out["matvecs"] = float(res.n_matvecs)
+    matvec, dim = hessian_matvec(module, module.loss_fn, cb.batch)
+    out["trace"] = hutchpp_trace(matvec, dim, cb.trace_matvecs, seed=0).trace
+    return out
+
+
+def explicit_ntk(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Output-traced NTK Σ_c J_c J_cᵀ from the full Jacobian (torch.autograd.functional)."""
+    names = [n for n, _ in module.named_parameters()]
+    blocks = torch.autograd.functional.jacobian(
+        lambda *p: torch.func.functional_call(module, dict(zip(names, p)), (x,)),
+        tuple(module.parameters()))
+    jac = torch.cat([b.reshape(b.shape[0] * b.shape[1], -1) for b in blocks], dim=1)
+    per_output = jac.reshape(x.shape[0], -1, jac.shape[1])  # (n, C, P)
+    return torch.einsum("icp,jcp->ij", per_output, per_output)
+
+
+def ntk_values(module: TinyRegression, cb: NTKSpectrum) -> dict[str, float]:
+    """What NTKSpectrum must log: ntk_metrics of the explicit kernel with the probe targets,
+    and the drift from the kernel of the initial weights (a fresh TinyRegression)."""
+    module.eval()
+    kernel, k0 = explicit_ntk(module, cb.x), explicit_ntk(TinyRegression(), cb.x)
+    metrics = ntk_metrics(kernel, cb.y, k=cb.k)
+    out = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+    out["drift"] = float(torch.linalg.matrix_norm(kernel - k0) / torch.linalg.matrix_norm(k0))
+    return out
+
+
+def matrix_values(module: ReferencedRegression) -> dict[str, float]:
+    """What MatrixSpectrum must log for w1 (rectangular: singular values), w1_gram (symmetric:
+    eigenvalues, outliers above the edge 1.0) and the rotation (complex ±2i, radius 1)."""
+    mats = {k: v.detach() for k, v in module.spectral_matrices().items()}
+    out = {f"w1/{k}": v for k, v in spectrum_summary(torch.linalg.svdvals(mats["w1"])).items()}
+    gram = eigvals_sym(mats["w1_gram"])
+    out.update({f"w1_gram/{k}": v for k, v in spectrum_summary(gram).items()})
+    out["w1_gram/outliers"] = float((gram > 1.0).sum())
+    out.update({"w1/is_singular_values": 1.0, "w1_gram/is_eigvals_sym": 1.0,
+                "rotation/is_eigvals": 1.0, "rotation/spectral_radius": 2.0,
+                "rotation/max_real": 0.0, "rotation/outliers": 2.0})
+    return out
+
+
+def assert_logged(cb, expected: dict[str, float], cols: dict[str, list[float]],
+                  rel: float = 1e-12) -> None:
+    """The callback's last snapshot (step 12) logged exactly the finite `expected` values, under
+    spectra/<probe>/<key>, and the CSV logger holds the same numbers."""
+    step, logged = cb.sink.last
+    assert step == 12
+    finite = {k: v for k, v in expected.items() if math.isfinite(v)}
+    assert set(logged) - {"wall_ms"} == set(finite), cb.probe
+    for key, value in finite.items():
+        assert logged[key] == pytest.approx(value, rel=rel, abs=1e-12), (cb.probe, key)
+        assert cols[f"spectra/{cb.probe}/{key}"][-1] == logged[key], (cb.probe, key)
+
+
 def test_every_callback_writes_npz_scalars_and_plot(tmp_path):
     cbs = [WeightSpectrum(every_n_steps=4, min_evals=1), FeatureSpectrum(every_n_steps=4),
            HessianSpectrum(every_n_steps=6, k=3), NTKSpectrum(every_n_steps=6, n_points=8),
            MatrixSpectrum(every_n_steps=4)]
     for cb in cbs:
         cb.budget_frac = None  # keep the full schedule for this check
-    fit(tmp_path, cbs)
+    _, module = fit(tmp_path, cbs, module=ReferencedRegression())
     for probe in ("weights", "features", "hessian", "ntk", "matrices"):
         assert (tmp_path / "spectra" / f"{probe}.npz").is_file(), probe
         assert (tmp_path / "plots" / f"{probe}.png").stat().st_size > 1000, probe
@@ -103,14 +223,27 @@ def test_every_callback_writes_npz_scalars_and_plot(tmp_path):
         assert np.allclose(np.sort(m["rotation"][-1].imag), [-2.0, 2.0])
         assert m["w1"].shape[1] == 6 and m["w1_gram"].shape[1] == 16
     cols = metrics_columns(tmp_path)
-    assert cols["spectra/matrices/rotation/outliers"][-1] == 2.0  # |±2i| > reference radius 1
-    assert cols["spectra/matrices/rotation/spectral_radius"][-1] == pytest.approx(2.0)
-    for key in ("spectra/weights/net.0/alpha", "spectra/features/net.0/effective_rank",
-                "spectra/hessian/lambda_1", "spectra/hessian/trace", "spectra/ntk/drift",
-                "spectra/ntk/trace", "spectra/hessian/wall_ms"):
-        assert key in cols, key
-        assert all(np.isfinite(cols[key])), key
-    assert cols["spectra/ntk/drift"][0] == 0.0 and cols["spectra/ntk/drift"][-1] > 0
+    weights, features, hessian, ntk, matrices = cbs
+    # each logged value is the library's (or a dense reference's) on the same weights and batch
+    assert_logged(weights, weight_values(module), cols)
+    assert_logged(features, feature_values(module, features.inputs), cols, rel=1e-9)
+    assert_logged(hessian, hessian_values(module, hessian), cols)
+    dense = torch.linalg.eigvalsh(dense_hessian(module, module.loss_fn, hessian.batch)).flip(0)
+    for i in range(3):
+        assert hessian.sink.last[1][f"lambda_{i + 1}"] == pytest.approx(float(dense[i]), rel=1e-5)
+    assert_logged(ntk, ntk_values(module, ntk), cols, rel=1e-9)
+    assert cols["spectra/ntk/drift"][0] == 0.0
+    assert_logged(matrices, matrix_values(module), cols)
+
+
+def test_hessian_trace_is_exact_with_three_products_per_parameter(tmp_path):
+    """Hutch++ with 3·dim products sketches the whole space: the logged trace is tr(H)."""
+    module = TinyRegression(width=4)
+    dim = sum(p.numel() for p in module.parameters())
+    cb = HessianSpectrum(every_n_steps=100, k=2, trace_matvecs=3 * dim, budget_frac=None)
+    fit(tmp_path, [cb], max_steps=4, module=module)
+    exact = float(torch.trace(dense_hessian(module, module.loss_fn, cb.batch)))
+    assert cb.sink.last[1]["trace"] == pytest.approx(exact, rel=1e-9)
 
 
 @pytest.mark.parametrize(("every", "steps"), [(1, [0, 4, 8, 12]), (2, [0, 8, 12])])
@@ -210,7 +343,7 @@ def test_sequence_probe_forwards_only_the_samples_max_rows_needs(tmp_path):
         assert np.count_nonzero(f["proj"][-1]) == 12
 
 
-def test_modes_are_restored_and_only_rank_zero_runs(tmp_path):
+def test_modes_are_restored_after_each_probe(tmp_path):
     seen = {}
 
     class ModeSpy(pl.Callback):
@@ -218,7 +351,30 @@ def test_modes_are_restored_and_only_rank_zero_runs(tmp_path):
             seen[batch_idx] = pl_module.training
 
     fit(tmp_path, [FeatureSpectrum(every_n_steps=1, budget_frac=None), ModeSpy()], max_steps=4)
-    assert all(seen.values())  # the feature probe ran in eval mode, training resumed in train
+    assert len(seen) == 4 and all(seen.values())  # probed in eval mode, trained in train mode
+
+
+@pytest.mark.parametrize("rank_zero", [True, False])
+def test_only_global_rank_zero_probes_and_writes(tmp_path, monkeypatch, rank_zero):
+    """On a process that is not global rank 0 no probe runs: nothing logged, no npz, no plot;
+    the same fit on rank 0 probes at steps 0, 2, 4."""
+    monkeypatch.setattr(pl.Trainer, "is_global_zero", property(lambda self: rank_zero))
+    calls = []
+    probe = FeatureSpectrum(every_n_steps=2, budget_frac=None)
+    original = probe.compute
+    monkeypatch.setattr(probe, "compute", lambda *a, **k: calls.append(1) or original(*a, **k))
+    fit(tmp_path, [probe], max_steps=4)
+    logged = metrics_columns(tmp_path) if (tmp_path / "metrics.csv").exists() else {}
+    columns = [c for c in logged if c.startswith("spectra/")]
+    npz = tmp_path / "spectra" / "features.npz"
+    if rank_zero:
+        assert len(calls) == 3 and columns and npz.is_file()
+        with np.load(npz) as f:
+            steps = [list(f[k]) for k in f.files if k.endswith("__steps")]
+        assert steps and all(s == [0, 2, 4] for s in steps), steps
+    else:
+        assert calls == [] and columns == [] and not npz.exists()
+        assert not (tmp_path / "plots").exists()
 
 
 def test_resumed_run_appends_to_the_npz(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from callbacks.spectra import eigvals_general, eigvals_sym, singular_values
+from callbacks.spectra import eigvals_general, eigvals_sym, gram_eigvals, singular_values
 
 from .helpers import random_orthogonal, sym_with_spectrum
 
@@ -76,3 +76,33 @@ def test_eigvals_general_rotation_and_batch():
 def test_non_square_rejected(fn):
     with pytest.raises(ValueError, match="square"):
         fn(torch.ones(3, 4))
+
+
+def test_eigvals_sym_uses_the_symmetric_part(gen):
+    """A non-symmetric input: the eigenvalues of (A + Aᵀ)/2, batched or not."""
+    A = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
+    ref = torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))
+    torch.testing.assert_close(eigvals_sym(A), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(eigvals_sym(A[0]), ref[0], rtol=1e-12, atol=1e-12)
+
+
+def test_precision_policy_of_singular_values_and_gram_eigvals(gen):
+    W = torch.randn(7, 4, generator=gen)  # float32
+    s = singular_values(W)
+    assert s.dtype == torch.float64  # auto: float64
+    torch.testing.assert_close(s, torch.linalg.svdvals(W.double()), rtol=1e-12, atol=1e-12)
+    assert singular_values(W, precision="float32").dtype == torch.float32
+    ev = gram_eigvals(W)
+    torch.testing.assert_close(ev, s.square().flip(0), rtol=1e-12, atol=1e-12)  # ascending
+    torch.testing.assert_close(gram_eigvals(W, normalize=7.0), ev / 7.0, rtol=1e-12, atol=0)
+    assert gram_eigvals(W, precision="float32").dtype == torch.float32
+
+
+@pytest.mark.parametrize("fn", [eigvals_sym, eigvals_general, singular_values, gram_eigvals])
+def test_dense_errors_name_the_matrix(fn):
+    bad = torch.eye(3)
+    bad[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^matrix has non-finite"):
+        fn(bad)
+    with pytest.raises(ValueError, match=r"^W1 has non-finite"):
+        fn(bad, name="W1")

@@ -29,13 +29,17 @@ def test_effective_rank_flat_and_rank_one():
         effective_rank(torch.tensor([1.0, -0.5]))
 
 
-def test_effective_rank_between_bounds(gen):
-    ev = torch.rand(50, generator=gen, dtype=torch.float64)
-    er = effective_rank(ev)
-    p = ev / ev.sum()
-    assert er == pytest.approx(math.exp(float(-(p * p.log()).sum())), rel=1e-12)
-    assert er > 1 and er < ev.numel()  # strictly between rank-1 and flat
-    assert spectral_entropy(ev) == pytest.approx(math.log(er))
+def test_effective_rank_of_known_spectra():
+    """exp(entropy) of p = (1/2, 1/4, 1/4) is 2^1.5; k equal values among zeros give k; the
+    scale of the spectrum does not matter."""
+    ev = torch.tensor([2.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    assert effective_rank(ev) == pytest.approx(2**1.5, rel=1e-12)
+    assert effective_rank(7.5 * ev) == pytest.approx(2**1.5, rel=1e-12)
+    assert spectral_entropy(ev) == pytest.approx(1.5 * math.log(2), rel=1e-12)
+    flat = torch.cat([torch.full((5,), 3.0), torch.zeros(20)])
+    assert effective_rank(flat) == pytest.approx(5.0, rel=1e-12)
+    assert spectral_entropy(flat) == pytest.approx(math.log(5), rel=1e-12)
+    assert effective_rank(torch.zeros(4)) == 0.0 and spectral_entropy(torch.zeros(4)) == 0.0
 
 
 def test_participation_ratio_and_stable_rank():
@@ -44,6 +48,10 @@ def test_participation_ratio_and_stable_rank():
     ev = torch.tensor([4.0, 1.0, 1.0, 0.0], dtype=torch.float64)
     assert participation_ratio(ev) == pytest.approx(36 / 18)
     assert stable_rank(ev) == pytest.approx(6 / 4)
+    assert participation_ratio(torch.zeros(3)) == 0.0 and stable_rank(torch.zeros(3)) == 0.0
+    assert stable_rank(torch.tensor([1.0, 2.0, -1e-9])) == pytest.approx(1.5)  # round-off
+    with pytest.raises(ValueError, match="non-negative"):
+        stable_rank(torch.tensor([1.0, -0.5]))
 
 
 def test_alpha_req_recovers_decay():
@@ -69,12 +77,73 @@ def test_condition_number_topk_summary():
     assert s["top1"] == 10.0 and s["trace"] == pytest.approx(14.000001)
     assert s["condition_number"] == pytest.approx(1e7)
     assert s["stable_rank"] == pytest.approx(1.4000001)
-    assert set(s) >= {
-        "top1",
-        "trace",
-        "condition_number",
-        "stable_rank",
-        "effective_rank",
-        "participation_ratio",
-    }
+    p = ev / ev.sum()
+    assert s["effective_rank"] == pytest.approx(math.exp(-float((p * p.log()).sum())), rel=1e-12)
+    assert s["participation_ratio"] == pytest.approx(14.000001**2 / 110.000000000001, rel=1e-12)
+    assert (s["min"], s["n"]) == (1e-6, 4.0)
     assert all(isinstance(v, float) for v in s.values())
+
+
+def test_summary_of_an_indefinite_spectrum_uses_magnitudes():
+    """A Hessian-like spectrum (−3, 1): ranks are taken on |λ| = (3, 1), the rest as is."""
+    s = spectrum_summary(torch.tensor([-3.0, 1.0], dtype=torch.float64))
+    assert (s["top1"], s["min"], s["trace"]) == (1.0, -3.0, -2.0)
+    assert s["condition_number"] == pytest.approx(3.0)
+    assert s["stable_rank"] == pytest.approx(4 / 3)
+    assert s["effective_rank"] == pytest.approx(math.exp(-(0.75 * math.log(0.75)
+                                                           + 0.25 * math.log(0.25))))
+    assert s["participation_ratio"] == pytest.approx(4 / 10)  # (Σλ)²/Σλ² on the signed values
+
+
+def test_round_off_tolerance_of_the_psd_checks():
+    """Negatives down to 1e-6·max|λ| are round-off (clamped to 0); below that they raise."""
+    assert effective_rank(torch.tensor([1.0, -1e-6], dtype=torch.float64)) == 1.0
+    assert stable_rank(torch.tensor([2.0, 2.0, -2e-6], dtype=torch.float64)) == 2.0
+    for fn in (effective_rank, stable_rank):
+        with pytest.raises(ValueError, match=r"^ev: expected a non-negative spectrum \(PSD "
+                                             r"matrix\), min eigenvalue -1.5e-06"):
+            fn(torch.tensor([1.0, -1.5e-6], dtype=torch.float64), name="ev")
+    with pytest.raises(ValueError, match=r"^ev: expected a real spectrum, got complex"):
+        effective_rank(torch.tensor([1j, 1.0]), name="ev")
+    with pytest.raises(ValueError, match=r"^evals: expected a real spectrum"):
+        participation_ratio(torch.tensor([1j, 1.0]))
+
+
+def test_condition_number_topk_and_alpha_req_edges():
+    assert math.isnan(condition_number(torch.zeros(3)))
+    assert condition_number(torch.tensor([-4.0, 2.0])) == 2.0  # on |λ|
+    ev = torch.tensor([1.0, 3.0, 2.0, 0.5], dtype=torch.float64)
+    assert topk(ev, 10).tolist() == [3.0, 2.0, 1.0, 0.5]  # k clipped to the size
+    assert topk(ev, 1, largest=False).tolist() == [0.5]
+    k = torch.arange(1, 41, dtype=torch.float64)
+    decay = torch.cat([2.0 * k**-0.8, torch.zeros(5, dtype=torch.float64)])  # zeros: dropped
+    assert alpha_req(decay) == pytest.approx(0.8, abs=1e-12)
+    assert alpha_req(decay, k_min=2, k_max=1000) == pytest.approx(0.8, abs=1e-12)
+    assert alpha_req(decay[:2]) == pytest.approx(0.8, abs=1e-12)  # two ranks are enough
+    for kw in ({"k_min": 0}, {"k_min": 40}, {"k_min": 3, "k_max": 3}):
+        with pytest.raises(ValueError, match=r"^ev: alpha_req needs at least 2 positive"):
+            alpha_req(decay, name="ev", **kw)
+
+
+@pytest.mark.parametrize("fn", [effective_rank, participation_ratio, stable_rank,
+                                condition_number, spectral_entropy, spectrum_summary,
+                                lambda e, **kw: topk(e, 2, **kw), alpha_req])
+def test_errors_name_the_spectrum(fn):
+    bad = torch.tensor([1.0, float("nan"), 2.0])
+    with pytest.raises(ValueError, match=r"^evals has non-finite"):
+        fn(bad)
+    with pytest.raises(ValueError, match=r"^spec has non-finite"):
+        fn(bad, name="spec")
+    with pytest.raises(ValueError, match=r"^spec: expected a real spectrum"):
+        fn(torch.tensor([1j, 2.0]), name="spec")
+
+
+def test_small_spectra_are_not_zeroed():
+    """Ratios of small eigenvalues (all below 1) are still ratios, and the PSD tolerance is
+    relative to the spectrum's own scale."""
+    small = torch.tensor([0.1, 0.1, 0.05, 0.0], dtype=torch.float64)
+    assert participation_ratio(small) == pytest.approx(0.25**2 / 0.0225)
+    assert stable_rank(small) == pytest.approx(2.5)
+    assert effective_rank(torch.tensor([1e-3, -1e-10], dtype=torch.float64)) == 1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        effective_rank(torch.tensor([1e-3, -1e-7], dtype=torch.float64))  # 1e-4 of the scale
