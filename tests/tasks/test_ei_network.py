@@ -17,14 +17,16 @@ from runner.run import run
 from runner.task_params import resolved_params
 from runner.validation import ConfigError
 from tasks.ei_network.analysis import REGIME_ORDER, _theory_map, notes, plot, summarize
-from tasks.ei_network.config import MAX_CLIPPED_SHARE, PRESETS, Config
+from tasks.ei_network.config import MAX_CLIPPED_SHARE, POPS, PRESETS, Config
 from tasks.ei_network.connectivity import (
     block_clipping,
     clipped_share_of,
     connection_prob,
     in_degree,
 )
-from tasks.ei_network.data import EINetworkData, draw_j
+from tasks.ei_network.data import EINetworkData, draw_j, run_dynamics
+from tasks.ei_network.inference import MeanFieldFit, observed_input
+from tasks.ei_network.lattice import kernel_overlap
 from tasks.ei_network.module import EINetworkModule, observe
 from tasks.ei_network.order import (
     classify,
@@ -37,9 +39,13 @@ from tasks.ei_network.order import (
 from tasks.ei_network.simulate import simulate
 from tasks.ei_network.spectrum import compare, match_outliers
 from tasks.ei_network.theory import (
+    bulk_radius,
     bulk_variance_matrix,
     classify_theory,
+    mode_matrix,
+    theory,
     theory_from_config,
+    wave_vectors,
 )
 
 RING = ["task=ei_network", "task.dim=1", "task.n_exc=800", "logger=csv"]
@@ -343,6 +349,78 @@ def test_outliers_are_the_eigenvalues_of_the_mean_matrix(dim, n_exc, preset):
     evals = torch.linalg.eigvals(_mean_matrix(c)).numpy()
     _, dist = match_outliers(th.lambdas[np.abs(th.lambdas) > 0.05], evals)
     assert dist.max() < 1e-8
+    # and no eigenvalue of E[J] outside |λ| = 0.05 is missing from λ±(n) (every copy counted)
+    assert int((np.abs(evals) > 0.05).sum()) == int((np.abs(th.lambdas) > 0.05).sum())
+
+
+def test_wave_vectors_are_every_integer_vector_of_the_cube():
+    """[−n, n]^dim holds (2n + 1)^dim integer vectors, each once, closed under n → −n (the
+    spec: every wave vector is its own copy, no degeneracy factor)."""
+    for dim, n_max in ((1, 3), (2, 2), (2, 5)):
+        vec = wave_vectors(n_max, dim)
+        assert vec.shape == ((2 * n_max + 1) ** dim, dim)
+        as_set = {tuple(v) for v in vec}
+        assert len(as_set) == len(vec) and as_set == {tuple(-v) for v in vec}
+        assert int(np.abs(vec).max()) == n_max
+
+
+@pytest.mark.parametrize("dim, n_exc, preset", [(1, 800, "bump"), (1, 800, "chaos"),
+                                                (2, 400, "wave")])
+def test_bulk_variance_equals_the_row_variance_sum_of_the_drawn_law(dim, n_exc, preset):
+    """S_ab = K_ab[(1 − K_ab/c_ab)J̄² + σ²] (theory, wrapped ∫G²) equals the direct sum
+    Σ_j Var(J_ij) = Σ_j [p_ij(μ² + s²) − p_ij²μ²] (μ = ḡ/K, s² = g²/K) over the probability
+    matrix the draw uses, averaged over rows i; R = √λ_max(S) likewise."""
+    c = Config(preset=preset, dim=dim, n_exc=n_exc, range_scale=4.0 if dim == 2 else None)
+    sides, n = {"e": c.side_exc, "i": c.side_inh}, {"e": c.n_exc, "i": c.n_inh}
+    direct = np.zeros((2, 2))
+    for blk in ("ee", "ie", "ei", "ii"):
+        prob = connection_prob(sides[blk[0]], sides[blk[1]], c.ranges()[blk], c.density,
+                               dim).clamp(max=1.0).numpy()
+        k = in_degree(c.density, c.ranges()[blk], n[blk[1]], dim)
+        mu, var = c.gbar()[blk] / k, c.g_het**2 / k
+        direct["ei".index(blk[0]), "ei".index(blk[1])] = float(
+            (prob * (mu**2 + var) - prob**2 * mu**2).sum(1).mean())
+    s = bulk_variance_matrix(c.gbar(), c.ranges(), c.g_het, c.density, n, dim)
+    assert s == pytest.approx(direct, rel=1e-6)
+    radius = bulk_radius(c.gbar(), c.ranges(), c.g_het, c.density, n, dim)
+    assert radius == pytest.approx(math.sqrt(max(np.linalg.eigvals(direct).real)), rel=1e-6)
+
+
+@pytest.mark.parametrize("width", [0.02, 0.1, 0.34])
+def test_kernel_overlap_equals_the_integral_of_the_squared_density(width):
+    """∫_0^1 G_d(x)² dx by the trapezoid rule on 20,000 points (G = Σ_m N(x + m; 0, d²), the
+    images summed here), against the wrapped value (squared in 2D); and the unwrapped closed
+    form 1/(2√π d) against the integral over the real line at small d."""
+    x = np.arange(20_000) / 20_000
+    dens = sum(np.exp(-((x + m) ** 2) / (2 * width**2)) for m in range(-5, 6))
+    dens /= math.sqrt(2 * math.pi) * width
+    integral = float((dens**2).mean())  # periodic trapezoid rule
+    assert kernel_overlap(width, 1) == pytest.approx(integral, rel=1e-9)
+    assert kernel_overlap(width, 2) == pytest.approx(integral**2, rel=1e-9)
+    line = np.linspace(-12 * width, 12 * width, 200_001)
+    gauss = np.exp(-(line**2) / (2 * width**2)) / (math.sqrt(2 * math.pi) * width)
+    on_line = float((gauss**2).sum() * (line[1] - line[0]))
+    assert kernel_overlap(width, 1, wrapped=False) == pytest.approx(on_line, rel=1e-9)
+    assert kernel_overlap(width, 2, wrapped=False) == pytest.approx(on_line**2, rel=1e-9)
+
+
+def test_predicted_frequency_equals_the_linearised_oscillation():
+    """The k = 0 mode is a 2-unit (E, I) network with couplings M(0) = [[ḡ_EE, ḡ_EI],
+    [ḡ_IE, ḡ_II]]. With ḡ = (2.8, 6, −3, −1) its λ* = 0.9 ± 3.793i (Re < 1: damped);
+    simulated at amplitude 1e-3 (φ ≈ identity), τ dx/dt = (M − 1)x rings at Im λ*/2π per τ:
+    the theory's frequency (0.6037) must equal the simulated dominant frequency within 2%
+    (FFT bin 1/(T/τ) = 0.005 per τ, the peak's width 0.1/(2π) ≈ 0.016)."""
+    gbar = {"ee": 2.8, "ie": 6.0, "ei": -3.0, "ii": -1.0}
+    ranges = dict.fromkeys(gbar, 0.05)
+    th = theory(gbar, ranges, 0.0, 0.95, {"e": 1600, "i": 400}, 1, 2)
+    assert th.lambda_star.real == pytest.approx(0.9) and th.complex_star
+    m0 = mode_matrix(np.zeros(1), gbar, ranges)[0]
+    rec = simulate(torch.tensor(m0, dtype=torch.float64), 1, tau=20.0, dt=0.2, t_total=4000.0,
+                   record_every=5, noise_std=0.0, inh_gain_scale=5.0, init_low=1e-3,
+                   init_high=2e-3, seed=0)
+    freq, _ = dominant_frequency(rec.x[:, :1], 1, frame_dt=1.0, tau=20.0)
+    assert th.frequency == pytest.approx(freq, rel=0.02)
+    assert th.frequency == pytest.approx(abs(th.lambda_star.imag) / (2 * math.pi))
 
 
 def test_bulk_formula_reduces_to_the_2d_closed_form():
@@ -461,10 +539,45 @@ def test_outliers_matched_within_0_1_on_the_ring(ring_runs):
     assert max(worst.values()) < 0.1, worst
 
 
-def test_outlier_matching_error_is_small_relative_to_the_outliers(ring_runs):
-    """The mean match distance is a few % of the outliers' typical modulus (≥ 1)."""
-    for preset, res in ring_runs.items():
-        assert res["paper_metrics"]["outlier_mean_distance"] < 0.12, preset
+def first_order_scatter(c: Config) -> np.ndarray:
+    """Return σ_λ per predicted outlier: the RMS first-order shift of λ±(n) by the random part
+    Δ = J − E[J] (independent entries, Var Δ_ij = p_ij(μ² + s²) − p_ij²μ²).
+
+    With ρ and ℓ̃ the right and left eigenvectors of M(k) for λ, the Fourier eigenvectors of
+    E[J] are r_i = ρ_a e^{2πin·x_i}, ℓ_i = ℓ̃_a e^{−2πin·x_i}/N_a (i in population a), so
+    σ_λ² = E|ℓᵀΔr|²/|ℓᵀr|² = Σ_ab (|ℓ̃_a|²/N_a) S_ab |ρ_b|² / |ℓ̃ᵀρ|², S_ab = Σ_j Var(J_ij)
+    (the bulk variance matrix, checked against the drawn law above).
+    """
+    th = theory_from_config(c)
+    s = bulk_variance_matrix(c.gbar(), c.ranges(), c.g_het, c.density,
+                             {"e": c.n_exc, "i": c.n_inh}, c.dim)
+    n_pop = np.array([c.n_exc, c.n_inh], dtype=float)
+    out = []
+    for lam, vec in zip(th.outliers, th.wave_vectors[th.outlier_mask]):
+        m = mode_matrix(np.array([2 * math.pi * np.linalg.norm(vec)]), c.gbar(), c.ranges())[0]
+        w_r, v_r = np.linalg.eig(m)
+        w_l, v_l = np.linalg.eig(m.T)
+        rho, ell = v_r[:, np.argmin(abs(w_r - lam))], v_l[:, np.argmin(abs(w_l - lam))]
+        var = np.sum((np.abs(ell) ** 2 / n_pop)[:, None] * s * (np.abs(rho) ** 2)[None, :])
+        out.append(math.sqrt(var) / abs(ell @ rho))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("preset", ["stable", "bump", "chaos"])
+def test_outlier_distances_match_the_first_order_finite_k_scatter(ring_runs, preset):
+    """The outliers of J sit where the theory says up to the finite-K scatter, whose size the
+    theory gives too: the mean match distance over a preset's outliers is within a factor 2 of
+    the RMS first-order shift σ_λ (`first_order_scatter`: stable 0.057, bump 0.106, chaos
+    0.084 at N_E = 800). Why [0.5, 2]: E|δλ|/σ is 0.89 for a complex Gaussian shift, about 1.1–1.3
+    for the eigenvalues of the 2×2 perturbation of a degenerate pair (±n), and a mean over 8–12
+    outliers adds ±30%; measured ratios 0.98 (bump), 1.20 (chaos), 1.55 and 1.06 (stable,
+    seeds 0 and 1). The bound is 2σ_λ ≈ 0.11–0.21 on the mean distance: outliers displaced
+    further than that on average (a wrong M(k)) fail it."""
+    pm = ring_runs[preset]["paper_metrics"]
+    sigma = first_order_scatter(Config(preset=preset, dim=1, n_exc=800))
+    assert sigma.size == pm["n_outliers_theory"]
+    ratio = pm["outlier_mean_distance"] / math.sqrt(float((sigma**2).mean()))
+    assert 0.5 < ratio < 2.0, (pm["outlier_mean_distance"], sigma)
 
 
 @pytest.mark.parametrize("preset", ["stable", "bump", "chaos"])
@@ -473,6 +586,64 @@ def test_predicted_regime_equals_simulated_regime_on_the_ring(ring_runs, preset)
     assert pm["predicted_regime"] == preset
     assert pm["observed_regime"] == preset, {k: pm[k] for k in (
         "mean_activity", "global_sync", "local_sync", "moran_i", "temporal_std")}
+
+
+RING_SEEDS = (0, 1, 2)
+# the order parameters that decide each label (order.classify), with the side of the threshold
+# the label needs: +1 above, −1 below
+DECIDING = {"stable": [("mean_activity", "thr_activity", -1)],
+            "chaos": [("mean_activity", "thr_activity", +1),
+                      ("global_sync", "thr_global_sync", -1),
+                      ("local_sync", "thr_local_sync", -1),
+                      ("temporal_std", "thr_static", +1)],
+            "bump": [("mean_activity", "thr_activity", +1),
+                     ("global_sync", "thr_global_sync", -1),
+                     ("local_sync", "thr_local_sync", +1), ("moran_i", "thr_moran", +1),
+                     ("temporal_std", "thr_static", -1)]}
+
+
+@pytest.fixture(scope="module")
+def ring_seed_ops(ring_runs):
+    """Order parameters and observed regime of stable, bump and chaos on the ring (N_E = 800)
+    for seeds 0–2: seed 0 from `ring_runs`, seeds 1 and 2 simulated here (no eig)."""
+    out = {}
+    for preset in DECIDING:
+        out[preset] = [ring_runs[preset]["paper_metrics"]]
+        c = Config(preset=preset, dim=1, n_exc=800)
+        for seed in RING_SEEDS[1:]:
+            out[preset].append(observe(run_dynamics(c, draw_j(c, seed)[0], seed), c))
+    return out
+
+
+def _claim_regime_over_seeds(ops: list[dict], preset: str) -> None:
+    """Assert every seed observes `preset` and each deciding order parameter's seed mean lies
+    on the label's side of its threshold by more than 3 standard errors (sd/√3)."""
+    observed = [o["observed_regime"] for o in ops]
+    for key, thr, side in DECIDING[preset]:
+        values = np.array([o[key] for o in ops])
+        margin = side * (values.mean() - THRESHOLDS[thr])
+        assert margin > 3 * values.std(ddof=1) / math.sqrt(len(values)), (key, values)
+    assert observed == [preset] * len(ops), observed
+
+
+@pytest.mark.parametrize("preset", ["stable", "chaos"])
+def test_claim_ring_regime_follows_the_spectrum_over_seeds(ring_seed_ops, preset):
+    """Claim 2 (the spectrum predicts the regime) on the ring at N_E = 800, seeds 0–2: the
+    predicted label is observed in every seed, each deciding order parameter clear of its
+    frozen threshold by more than 3 standard errors of its seed mean. Measured (seeds 0–2):
+    stable mean |φ| 0.068, 0.069, 0.068 (threshold 0.1: below); chaos mean |φ| 0.61, 0.62, 0.59,
+    global sync 0.04, 0.06, 0.13 (< 0.5), local sync 0.29, 0.30, 0.33 (< 0.4), temporal std
+    0.61, 0.32, 0.44 (≥ 0.15)."""
+    _claim_regime_over_seeds(ring_seed_ops[preset], preset)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding (README ei_network, finding 3): on the ring at N_E = 800 (T = 1,000) the bump "
+    "preset's static pattern holds only for seed 0; seeds 1 and 2 travel (temporal std 0.192, 0.429 > 0.15, "
+    "observed wave), seed 0 0.132; a second unstable mode (1.086 ± 0.62i, n = 2) competes"))
+def test_claim_ring_bump_is_static_over_seeds(ring_seed_ops):
+    """Claim 2 for the bump preset on the ring, seeds 0–2 (as the stable and chaos test)."""
+    _claim_regime_over_seeds(ring_seed_ops["bump"], "bump")
 
 
 def test_spectral_reference_and_matrices(ring_runs):
@@ -492,7 +663,24 @@ def test_infer_mode_recovers_the_regime_of_a_recording(tmp_path):
     assert pm["recovered_regime"] == pm["observed_regime"] == "bump"
     assert pm["gbar_rel_error"] < 0.1 and pm["range_rel_error"] < 0.1
     assert pm["recovered_bulk_radius_rel_error"] < 0.05
-    assert pm["fit_loss_heldout"] < 1.0  # the mean kernel explains part of held-out input
+    # the fit is as good as the truth: the loss of the true (ḡ, d), an independent value, on
+    # the same train and held-out frames (seed 0: train 0.4966 vs fitted 0.4952, held-out
+    # 0.7142 vs 0.7114); the fit minimises the train loss, so it may not exceed the truth's
+    # there, and it may not generalise worse than the truth by more than 0.01 (its parameters
+    # are 5% off, which moves the loss by 0.003)
+    c = Config(preset="bump", dim=1, n_exc=800, mode="infer", eig_method="none")
+    data = EINetworkData(c, str(tmp_path / "d"), seed=0)
+    data.setup("fit")
+    u, phi = observed_input(data.recording.x, c.dt * c.record_every, c.tau, c.n_exc,
+                            c.inh_gain_scale)
+    n_train = max(1, int(round(c.infer_train_frac * u.shape[0])))
+    true_g = torch.tensor([c.gbar()[b] for b in POPS], dtype=torch.float64)
+    true_d = torch.tensor([c.ranges()[b] for b in POPS], dtype=torch.float64)
+    truth = {split: float(MeanFieldFit(u[sl], phi[sl], c.n_exc, c.side_exc, c.side_inh,
+                                       c.dim).loss(true_g, true_d))
+             for split, sl in (("train", slice(None, n_train)), ("heldout", slice(n_train, None)))}
+    assert pm["fit_loss_train"] <= truth["train"] + 1e-4, truth
+    assert pm["fit_loss_heldout"] <= truth["heldout"] + 0.01, truth
 
 
 def test_summarize_notes_and_plots(tmp_path):
@@ -564,28 +752,87 @@ def _sweep(experiment: str, tmp_path, extra: list[str]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def presets_2d(tmp_path_factory):
-    """The six presets in 2D at the CPU size (N_E = 2,500, ranges ×4), seed 0 (~10 min)."""
-    return _sweep("ei_network/regimes", tmp_path_factory.mktemp("regimes"), ["seed=0"])
+    """The six presets in 2D at the CPU size (N_E = 2,500, ranges ×4), seeds 0–2: the
+    experiment ei_network/regimes as it stands (18 runs, about 30 min on one core)."""
+    return _sweep("ei_network/regimes", tmp_path_factory.mktemp("regimes"), [])
+
+
+SLOW_PRESETS = list(PRESETS)
+
+
+def _rows(table: pd.DataFrame, preset: str) -> pd.DataFrame:
+    """Return the preset's rows (every seed), checking that all three seeds are there."""
+    rows = table[table["preset"] == preset]
+    assert len(rows) == 3, table[["preset", "seed"]]
+    return rows
 
 
 @pytest.mark.slow
-def test_six_presets_agree_in_2d(presets_2d):
-    table = presets_2d
-    assert len(table) == 6 and set(table["predicted"]) == set(PRESETS)
-    assert table["match"].all(), table[["preset", "predicted", "observed"]]
-    assert (table["R_rel_error"] < 0.05).all()
-    assert (table["top_outlier_dist"] < 0.1).all()       # λ* itself
-    osc = table[table["predicted"].isin(["global_osc", "wave"])]
-    assert ((osc["f_obs"] - osc["f_pred"]).abs() / osc["f_pred"] < 0.1).all()
-    pat = table[table["predicted"].isin(["bump", "wave"])]
-    assert ((pat["n_obs"] - pat["n_pred"]).abs() < 1e-6).all()
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preset", SLOW_PRESETS)
+def test_claim2_preset_regime_agrees_in_2d(presets_2d, preset):
+    """Claim 2: the regime classified from the simulation equals the theory's (the paper's)
+    label, for every seed."""
+    rows = _rows(presets_2d, preset)
+    assert (rows["predicted"] == preset).all() and (rows["observed"] == preset).all(), rows[
+        ["seed", "predicted", "observed"]]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="finding: in 2D at N_E = 2,500 (seed 0) the worst-matched"
-                   " copies of degenerate outliers sit 0.12 (bump) and 0.19 (wave) from λ±(n)")
-def test_every_outlier_matched_within_0_1_in_2d(presets_2d):
-    assert (presets_2d["outlier_max_dist"] < 0.1).all()
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preset", SLOW_PRESETS)
+def test_claim1_bulk_radius_within_5_percent_in_2d(presets_2d, preset):
+    """Claim 1, bulk: |R_emp − R_th|/R_th < 5% for every seed."""
+    rows = _rows(presets_2d, preset)
+    assert (rows["R_rel_error"] < 0.05).all(), rows[["seed", "R_theory", "R_empirical"]]
+
+
+TOP_OUTLIER_XFAIL = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding (README ei_network): in 2D at N_E = 2,500 the eigenvalue matched to the chaos "
+    "preset's λ* = 1.032 ± 1.734i sits 0.045, 0.106, 0.070 away for seeds 0, 1, 2 (seed 1 "
+    "above 0.1); the other five presets ≤ 0.035"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preset", [p if p != "chaos" else pytest.param(p, marks=TOP_OUTLIER_XFAIL)
+                                    for p in SLOW_PRESETS])
+def test_claim1_top_outlier_within_0_1_in_2d(presets_2d, preset):
+    """Claim 1, λ* itself: the eigenvalue assigned to λ* within 0.1 for every seed."""
+    rows = _rows(presets_2d, preset)
+    assert (rows["top_outlier_dist"] < 0.1).all(), rows[["seed", "top_outlier_dist"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding (README ei_network, finding 2): in 2D at N_E = 2,500 the worst-matched copies of "
+    "degenerate outliers sit 0.118, 0.115, 0.077 (bump), 0.186, 0.170, 0.164 (wave) and 0.091, "
+    "0.136, 0.089 (chaos) from λ±(n) for seeds 0, 1, 2"))
+def test_claim1_every_outlier_matched_within_0_1_in_2d(presets_2d):
+    """Claim 1, every outlier (each copy of a degenerate λ±(n)) within 0.1."""
+    assert (presets_2d["outlier_max_dist"] < 0.1).all(), presets_2d[
+        ["preset", "seed", "outlier_max_dist"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preset", ["global_osc", "wave"])
+def test_claim3_frequency_within_10_percent_in_2d(presets_2d, preset):
+    """Claim 3, time: the simulated dominant frequency within 10% of Im λ*/2π, every seed."""
+    rows = _rows(presets_2d, preset)
+    err = (rows["f_obs"] - rows["f_pred"]).abs() / rows["f_pred"]
+    assert (err < 0.1).all(), rows[["seed", "f_pred", "f_obs"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preset", ["bump", "wave"])
+def test_claim3_wavenumber_equals_the_predicted_mode_in_2d(presets_2d, preset):
+    """Claim 3, space: the dominant spatial wavenumber |n| equals |n*|, every seed."""
+    rows = _rows(presets_2d, preset)
+    assert ((rows["n_obs"] - rows["n_pred"]).abs() < 1e-6).all(), rows[
+        ["seed", "n_pred", "n_obs"]]
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from tasks.farad.analysis import (
 from tasks.farad.config import Config
 from tasks.farad.data import FaradData, draw_split, load_digits_raw
 from tasks.farad.metrics import class_recalls, geometric_mean_recall, pearson
-from tasks.farad.model import MLP, pseudo_targets
+from tasks.farad.model import MLP, consistency_loss, cosine_lr, ema_update, pseudo_targets
 from tasks.farad.module import FaradModule, bias_from_logits
 from tasks.farad.references import (
     amplitude_spectrum,
@@ -197,6 +197,36 @@ def test_pseudo_label_modes():
     assert q[1].tolist() == [1.0, 0.0, 0.0]
     q, _ = pseudo_targets(z, torch.tensor([0.5, 0.0, 0.0]), "hard", 0.0)
     assert q[1].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_ema_update_cosine_lr_and_consistency_loss_by_hand():
+    """EMA: d = min(decay, (1 + t)/(10 + t)) is 0.1 at t = 0 and 0.91 at t = 90, so an EMA weight
+    1 toward a model weight 3 becomes 0.1·1 + 0.9·3 = 2.8, then 0.91·2.8 + 0.09·3 = 2.818; at
+    t = 10⁵ the decay 0.999 is the smaller. lr factor cos(7πt/(16T)): 1, cos(7π/32), cos(7π/16),
+    and T = 0 read as 1. Loss: logits (0, ln 3) give p = (1/4, 3/4); CE of the hard target
+    (0, 1) is ln(4/3), of the soft (½, ½) ½ln 4 + ½ln(4/3); masked rows count in the 1/n."""
+    ema, net = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        ema.weight.fill_(1.0)
+        ema.bias.fill_(-1.0)
+        net.weight.fill_(3.0)
+        net.bias.fill_(1.0)
+    assert ema_update(ema, net, 0.999, 0) == pytest.approx(0.1)
+    assert float(ema.weight) == pytest.approx(2.8) and float(ema.bias) == pytest.approx(0.8)
+    assert ema_update(ema, net, 0.999, 90) == pytest.approx(0.91)
+    assert float(ema.weight) == pytest.approx(2.818)
+    assert float(net.weight) == 3.0  # the model itself is not moved
+    assert ema_update(ema, net, 0.999, 100_000) == pytest.approx(0.999)
+    assert cosine_lr(0, 100) == 1.0
+    assert cosine_lr(50, 100) == pytest.approx(math.cos(7 * math.pi / 32))
+    assert cosine_lr(100, 100) == pytest.approx(math.cos(7 * math.pi / 16))
+    assert cosine_lr(1, 0) == pytest.approx(math.cos(7 * math.pi / 16))
+    logits = torch.tensor([[0.0, math.log(3.0)], [5.0, -5.0], [0.0, math.log(3.0)]])
+    targets = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    hard, soft = math.log(4 / 3), 0.5 * math.log(4) + 0.5 * math.log(4 / 3)
+    loss = consistency_loss(logits, targets, torch.tensor([1.0, 0.0, 1.0]))
+    assert float(loss) == pytest.approx((hard + soft) / 3)
+    assert float(consistency_loss(logits[:1], targets[:1], torch.ones(1))) == pytest.approx(hard)
 
 
 def test_metrics():
