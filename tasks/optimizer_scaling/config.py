@@ -17,11 +17,14 @@ class Config:
     s: float = 1.0
     latent_dim: int = 4096
     n_train: int = 8192
+    n_val: int = 2048
     noise_std: float = 0.05
     steps: int = 50
     n_outputs: int = 1
-    lr_grid: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1])
-    sign_lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
+    lr_grid: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0,
+                                                           10.0])
+    sign_lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0,
+                                                                10.0, 30.0, 100.0, 300.0])
     ng_eps: float = 1e-8
     solver: Solver = Solver.iterative
     population: bool = False
@@ -31,7 +34,7 @@ class Config:
         if self.solver == "closed_form":
             check_choice("task.optimizer (with task.solver=closed_form)", self.optimizer,
                          CLOSED_FORM_OPTIMIZERS)
-        for key in ("n_features", "latent_dim", "n_train", "steps", "n_outputs", "max_features"):
+        for key in ("n_features", "latent_dim", "n_train", "n_val", "steps", "n_outputs", "max_features"):
             check_range(f"task.{key}", getattr(self, key), 1, None)
         check_range("task.s", self.s, 0, None, low_inclusive=False)
         check_range("task.noise_std", self.noise_std, 0, None)

@@ -1,8 +1,9 @@
 """The optimizer_scaling LightningModule: manual optimisation of a random-feature readout.
 
 Each train step is one full-batch update of the five optimizers of the paper. Adam and
-matrix_sign train one copy per learning rate of their grid and report the copy with the best
-final population loss (the spec's per-N tuning).
+matrix_sign train one copy per learning rate of their grid and report the copy with the lowest
+final *validation* loss (the spec's per-N tuning, on held-out samples of the draw; the test
+loss never chooses). `train()` runs the same set-up and update code without a Trainer.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class OptimizerScalingModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
-        self.problem = {k: v.to(self.device) for k, v in self.trainer.datamodule.problem.items()}
+        self.prepare(self.trainer.datamodule.problem)
+
+    def prepare(self, problem: dict[str, torch.Tensor]) -> None:
+        """Keep the draw's statistics on the module's device; set η (gd, diag) or the NG factor."""
+        self.problem = {k: v.to(self.device) for k, v in problem.items()}
         sigma_hat = self.problem["sigma_hat"]
         if self.cfg.optimizer == "gd":
             self.eta = 1.0 / top_eigenvalue(sigma_hat)
@@ -62,8 +67,8 @@ class OptimizerScalingModule(pl.LightningModule):
         return torch.optim.SGD(self.readouts.parameters(), lr=1.0)
 
     # ----------------------------------------------------------------------------- training
-    def _direction(self, grad: torch.Tensor, copy: int) -> torch.Tensor:
-        """Return the step (to be subtracted) of the configured rule for one copy."""
+    def _direction(self, grad: torch.Tensor, copy: int, step: int) -> torch.Tensor:
+        """Return the step (to be subtracted) of the configured rule for one copy at `step`."""
         rule = self.cfg.optimizer
         if rule == "gd":
             return self.eta * grad
@@ -72,27 +77,30 @@ class OptimizerScalingModule(pl.LightningModule):
         if rule == "natural_gradient":
             return torch.cholesky_solve(grad, self._ng_factor)
         if rule == "matrix_sign":
-            lr = solvers.linear_decay(self.cfg.sign_lr_grid[copy], self.global_step,
-                                      self.cfg.steps)
+            lr = solvers.linear_decay(self.cfg.sign_lr_grid[copy], step, self.cfg.steps)
             return lr * solvers.polar_factor(grad)
         return grad  # adam: the optimizer preconditions the raw gradient
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        sigma_hat, b_hat = batch
-        opt = self.optimizers()
+    def update(self, sigma_hat: torch.Tensor, b_hat: torch.Tensor, step: int,
+               opt: torch.optim.Optimizer) -> None:
+        """Apply update `step` (0-based) of the configured rule to every copy."""
         opt.zero_grad()
         with torch.no_grad():
             for i, a in enumerate(self.readouts):
                 if self.cfg.solver == "closed_form":  # jump to a_T at step 0, then stay
-                    target = self.closed_form() if self.global_step == 0 else a
+                    target = self.closed_form() if step == 0 else a
                     a.grad = a - target
                 else:
-                    a.grad = self._direction(solvers.gradient(a, sigma_hat, b_hat), i)
+                    a.grad = self._direction(solvers.gradient(a, sigma_hat, b_hat), i, step)
         opt.step()
-        train, test = self.losses()
-        best = int(torch.argmin(test))
-        self.log_dict({"train/loss": train[best], "test/loss": test[best]}, on_step=True,
-                      on_epoch=False, prog_bar=True)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        sigma_hat, b_hat = batch
+        self.update(sigma_hat, b_hat, self.global_step, self.optimizers())
+        train, val, test = self.losses()
+        best = self.chosen()
+        self.log_dict({"train/loss": train[best], "val/loss": val[best], "test/loss": test[best]},
+                      on_step=True, on_epoch=False, prog_bar=True)
 
     @torch.no_grad()
     def closed_form(self) -> torch.Tensor:
@@ -106,27 +114,40 @@ class OptimizerScalingModule(pl.LightningModule):
         return solvers.ng_closed_form(evals, evecs, p["b_hat"], self.cfg.ng_eps, steps)
 
     @torch.no_grad()
-    def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (empirical, population) loss of every copy."""
+    def losses(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return the (training, validation, population) loss of every copy."""
         p = self.problem
-        train = torch.stack([solvers.quadratic_loss(a, p["sigma_hat"], p["b_hat"], p["c_hat"])
-                             for a in self.readouts])
-        test = torch.stack([solvers.quadratic_loss(a, p["sigma"], p["b"], p["c"])
-                            for a in self.readouts])
-        return train, test
+        return tuple(torch.stack([solvers.quadratic_loss(a, p[f"sigma{k}"], p[f"b{k}"],
+                                                         p[f"c{k}"]) for a in self.readouts])
+                     for k in ("_hat", "_val", ""))
+
+    def chosen(self) -> int:
+        """Return the copy with the lowest validation loss (the reported one)."""
+        return int(torch.argmin(self.losses()[1]))
 
     # ----------------------------------------------------------------------------- outputs
-    def paper_metrics(self) -> dict[str, float | str | int | None]:
-        """Return the final population and empirical loss of the best copy and its lr (the
-        resolved parameters are in results.json["params"])."""
-        train, test = self.losses()
-        best = int(torch.argmin(test))
+    def lr_of(self, copy: int) -> float | None:
+        """Return the lr of a copy: its grid value (adam, matrix_sign), η (gd, diag), None (NG)."""
         grid = {"adam": self.cfg.lr_grid, "matrix_sign": self.cfg.sign_lr_grid}
-        best_lr = grid[self.cfg.optimizer][best] if self.cfg.optimizer in grid else self.eta
+        return grid[self.cfg.optimizer][copy] if self.cfg.optimizer in grid else self.eta
+
+    def paper_metrics(self) -> dict[str, float | str | int | None]:
+        """Return the final population, validation and training loss of the copy chosen on the
+        validation loss and its lr; beside them the lowest population loss over the copies and
+        its lr (`*_oracle`: what choosing on the test loss would report), and the validation
+        and population loss of every copy (aligned with the lr grid, one entry for gd, diag,
+        NG). The resolved parameters are in results.json["params"]."""
+        train, val, test = self.losses()
+        best, oracle = self.chosen(), int(torch.argmin(test))
         return {
             "test_loss": float(test[best]),
+            "val_loss": float(val[best]),
             "train_loss": float(train[best]),
-            "lr": best_lr,
+            "lr": self.lr_of(best),
+            "test_loss_oracle": float(test[oracle]),
+            "lr_oracle": self.lr_of(oracle),
+            "val_loss_per_lr": val.tolist(),
+            "test_loss_per_lr": test.tolist(),
         }
 
     def spectral_matrices(self) -> dict[str, torch.Tensor]:
@@ -142,9 +163,19 @@ class OptimizerScalingModule(pl.LightningModule):
             out["preconditioned"] = inv_sqrt @ sigma_hat @ inv_sqrt.T
         elif self.cfg.optimizer == "adam":
             state = self.optimizers().optimizer.state
-            best = int(torch.argmin(self.losses()[1]))
-            exp_avg_sq = state.get(self.readouts[best], {}).get("exp_avg_sq")
+            exp_avg_sq = state.get(self.readouts[self.chosen()], {}).get("exp_avg_sq")
             if exp_avg_sq is not None:
                 scale = (exp_avg_sq.mean(1).sqrt() + 1e-8).rsqrt()
                 out["preconditioned"] = scale[:, None] * sigma_hat * scale[None, :]
         return out
+
+
+def train(params: Config, problem: dict[str, torch.Tensor]) -> OptimizerScalingModule:
+    """Return the module after its T updates on `problem` (a `restrict`ed draw), run without a
+    Trainer through the same `prepare`, `configure_optimizers` and `update` as a real run."""
+    module = OptimizerScalingModule(params)
+    module.prepare(problem)
+    opt = module.configure_optimizers()
+    for step in range(params.steps):
+        module.update(module.problem["sigma_hat"], module.problem["b_hat"], step, opt)
+    return module
