@@ -14,8 +14,10 @@ class NTKSpectrum(SpectralCallback):
     default; the full (n·C, n·C) kernel with `trace_outputs: false`), its trace, top-k, condition
     number, effective rank, kernel-target alignment (when the probe batch has targets), and the
     drift ‖K_t − K_0‖_F / ‖K_0‖_F from the first snapshot. `layer_filter` picks parameters by
-    name (regex), e.g. only LoRA or only one layer; `method` as in `ntk_matrix`. Models with more
-    than `max_outputs` outputs per sample turn the callback off with a message."""
+    name (regex), e.g. only LoRA or only one layer; when it is None, a module's own
+    `ntk_param_filter` attribute (a task's choice) applies, otherwise every trainable parameter.
+    `method` as in `ntk_matrix`. Models with more than `max_outputs` outputs per sample turn the
+    callback off with a message."""
 
     carried = ("k0",)  # the first snapshot's kernel: a resumed run's drift is from the same K_0
 
@@ -51,8 +53,9 @@ class NTKSpectrum(SpectralCallback):
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         pl_module.eval()
+        layers = self.layer_filter or getattr(pl_module, "ntk_param_filter", None)
         kernel = flatten_ntk(ntk_matrix(pl_module, self.x, method=self.method,
-                                        param_filter=self.layer_filter,
+                                        param_filter=layers,
                                         trace_outputs=self.trace_outputs).to(torch.float64))
         # alignment needs one target entry per kernel row (regression targets)
         target = self.y if self.y is not None and self.y.numel() == kernel.shape[0] else None

@@ -16,7 +16,7 @@ from .covariance import StreamingCovariance, mapped_covariance_eigvals
 from .dense import eigvals_general, eigvals_sym, gram_eigvals, singular_values
 from .hessian import dense_hessian, hessian_eigs, hessian_matvec, hessian_trace
 from .lanczos import LanczosResult, lanczos
-from .ntk import flatten_ntk, ntk_matrix, ntk_metrics, ntk_topk
+from .ntk import flatten_ntk, ntk_jacobian, ntk_matrix, ntk_metrics, ntk_topk, sign_ntk
 from .params import select_params
 from .powerlaw import PowerLawFit, powerlaw_fit
 from .rmt import (
@@ -88,12 +88,14 @@ __all__ = [
     "mp_density",
     "mp_edge",
     "mp_edges",
+    "ntk_jacobian",
     "ntk_matrix",
     "ntk_metrics",
     "ntk_topk",
     "participation_ratio",
     "powerlaw_fit",
     "select_params",
+    "sign_ntk",
     "singular_values",
     "slq_density",
     "slq_quadrature",

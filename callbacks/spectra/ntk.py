@@ -24,6 +24,16 @@ from .validate import check_choice, check_finite, check_matrix
 
 NTK_METHODS = ("auto", "structured", "jacobian")
 STRUCTURED_TYPES = (nn.Linear, nn.Conv2d)
+LORA_PARAMS = ("lora_A", "lora_B")
+
+
+def is_lora(module: nn.Module) -> bool:
+    """Return True for a LoRA update: a module with parameters `lora_A` (r, d_in) and `lora_B`
+    (d_out, r) and a float `lora_scale` s whose output is y = g(x) + s·(x Aᵀ)Bᵀ over the last
+    axis of its input x (..., d_in), g not depending on A or B (e.g. g(x) = W0 x, or 0)."""
+    params = dict(module.named_parameters(recurse=False))
+    return (all(k in params for k in LORA_PARAMS) and hasattr(module, "lora_scale")
+            and params["lora_A"].dim() == 2 and params["lora_B"].dim() == 2)
 
 
 class _NotStructured(Exception):
@@ -50,9 +60,14 @@ def _owners(model: nn.Module, chosen: list[tuple[str, torch.Tensor]]):
             if id(p) not in ids:
                 continue
             seen[id(p)] = seen.get(id(p), 0) + 1
+            if is_lora(mod) and pname in LORA_PARAMS:
+                flags = owners.setdefault(mod, [False, False])
+                flags[LORA_PARAMS.index(pname)] = True
+                continue
             if not isinstance(mod, STRUCTURED_TYPES) or pname not in ("weight", "bias"):
                 raise _NotStructured(
-                    f"parameter {pname} of {type(mod).__name__} is not nn.Linear or nn.Conv2d")
+                    f"parameter {pname} of {type(mod).__name__} is not nn.Linear, nn.Conv2d "
+                    "or a LoRA update")
             if isinstance(mod, nn.Conv2d) and (
                     mod.groups != 1 or mod.padding_mode != "zeros" or mod.padding == "same"):
                 raise _NotStructured("structured NTK needs Conv2d with groups=1 and zero "
@@ -64,12 +79,9 @@ def _owners(model: nn.Module, chosen: list[tuple[str, torch.Tensor]]):
     return owners
 
 
-def _ntk_structured(
-    model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, torch.Tensor]], trace_outputs: bool
-) -> torch.Tensor:
-    """K = Σ_l (Δ_l Δ_lᵀ) ∘ ([W_l] a_{l−1} a_{l−1}ᵀ + [b_l] 11ᵀ), Δ_l = ∂f/∂z_l per sample, for
-    Linear layers; Conv2d layers add the Gram matrix of their per-sample gradients
-    (:func:`_conv_kernel`)."""
+def _structured_pass(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, torch.Tensor]]):
+    """Return (owners, modules in scope, {module: (input, output)}, per-module output gradients
+    Δ (C, n, *output shape) or None, f (n, C)) from one forward and one batched backward."""
     owners = _owners(model, chosen)
     n = x.shape[0]
     captured: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -82,6 +94,8 @@ def _ntk_structured(
             raise _NotStructured("structured NTK needs every Linear input of shape (n, features)")
         if isinstance(mod, nn.Conv2d) and (a.dim() != 4 or a.shape[0] != n):
             raise _NotStructured("structured NTK needs every Conv2d input of shape (n, c, h, w)")
+        if is_lora(mod) and (a.dim() < 2 or a.shape[0] != n or out.shape[:-1] != a.shape[:-1]):
+            raise _NotStructured("structured NTK needs every LoRA input of shape (n, ..., d_in)")
         captured[mod] = (a.detach(), out)
         return out.clone()  # later in-place ops must not rewrite the captured pre-activation
 
@@ -119,6 +133,17 @@ def _ntk_structured(
             h.remove()
         for _, p in chosen:
             p.requires_grad_(saved[id(p)])
+    return owners, mods, captured, deltas, f
+
+
+def _ntk_structured(
+    model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, torch.Tensor]], trace_outputs: bool
+) -> torch.Tensor:
+    """K = Σ_l (Δ_l Δ_lᵀ) ∘ ([W_l] a_{l−1} a_{l−1}ᵀ + [b_l] 11ᵀ), Δ_l = ∂f/∂z_l per sample, for
+    Linear layers; Conv2d layers add the Gram matrix of their per-sample gradients
+    (:func:`_conv_kernel`), LoRA updates that of theirs in A and B (:func:`_lora_grads`)."""
+    owners, mods, captured, deltas, f = _structured_pass(model, x, chosen)
+    n, C = f.shape
     dt = f.dtype
     K = torch.zeros((n, n) if trace_outputs else (n, n, C, C), dtype=dt, device=f.device)
     for m, D in zip(mods, deltas, strict=True):
@@ -127,6 +152,10 @@ def _ntk_structured(
         D = D.detach()  # (C, n, d_out) for Linear, (C, n, c_out, h_out, w_out) for Conv2d
         use_w, use_b = owners[m]
         a = captured[m][0].to(dt)
+        if is_lora(m):
+            for G in _lora_grads(m, a, D.to(dt), use_w, use_b):
+                K += _output_gram(G.reshape(C, n, -1), trace_outputs)
+            continue
         if isinstance(m, nn.Conv2d):
             K += _conv_kernel(m, a, D.to(dt), use_w, use_b, trace_outputs)
             continue
@@ -141,6 +170,27 @@ def _ntk_structured(
             G = (Df @ Df.T).reshape(C, n, C, n).permute(1, 3, 0, 2)
             K += G * A[:, :, None, None]
     return K
+
+
+def _lora_grads(mod: nn.Module, a: torch.Tensor, D: torch.Tensor, use_a: bool, use_b: bool
+                ) -> list[torch.Tensor]:
+    """Return the per-sample gradients of one LoRA update y = g(x) + s·(x Aᵀ)Bᵀ from its
+    captured input a (n, ..., d_in) and output gradients D = ∂f_c/∂y (C, n, ..., d_out):
+    ∂f_c(x_i)/∂A = s Σ_t (D_{c,i,t} B)ᵀ a_{i,t}ᵀ  (C, n, r, d_in) and
+    ∂f_c(x_i)/∂B = s Σ_t D_{c,i,t} (A a_{i,t})ᵀ  (C, n, d_out, r), t over the middle axes
+    (sequence positions), in that order for the parameters in scope."""
+    A = mod.lora_A.detach().to(a.dtype)
+    B = mod.lora_B.detach().to(a.dtype)
+    s = float(mod.lora_scale)
+    C, n = D.shape[0], D.shape[1]
+    a = a.reshape(n, -1, a.shape[-1])  # (n, T, d_in)
+    D = D.reshape(C, n, a.shape[1], D.shape[-1])  # (C, n, T, d_out)
+    out = []
+    if use_a:
+        out.append(s * torch.einsum("cntr,ntd->cnrd", D @ B, a))
+    if use_b:
+        out.append(s * torch.einsum("cnto,ntr->cnor", D, a @ A.T))
+    return out
 
 
 def _conv_kernel(conv: nn.Conv2d, a: torch.Tensor, D: torch.Tensor, use_w: bool, use_b: bool,
@@ -253,6 +303,85 @@ def ntk_matrix(
             if method == "structured":
                 raise ValueError(f"method='structured' does not apply: {err}") from err
     return _ntk_jacobian(model, x, chosen, trace_outputs, chunk_size).detach()
+
+
+def _jacobian_structured(model: nn.Module, x: torch.Tensor,
+                         chosen: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Return {name: ∂f/∂θ (n, C, *θ.shape)} for LoRA updates (:func:`_lora_grads`) and Linear
+    layers on (n, features) inputs (∂f_c(x_i)/∂W = Δ_{c,i} a_iᵀ, ∂f_c(x_i)/∂b = Δ_{c,i})."""
+    owners, mods, captured, deltas, f = _structured_pass(model, x, chosen)
+    n, C = f.shape
+    names = {id(p): nm for nm, p in chosen}
+    out: dict[str, torch.Tensor] = {}
+    for m, D in zip(mods, deltas, strict=True):
+        if isinstance(m, nn.Conv2d):
+            raise _NotStructured("no structured Jacobian for Conv2d")
+        keys = LORA_PARAMS if is_lora(m) else ("weight", "bias")
+        params = [getattr(m, k) for k, use in zip(keys, owners[m]) if use]
+        if D is None:
+            grads = [torch.zeros(C, n, *p.shape, dtype=f.dtype, device=f.device) for p in params]
+        elif is_lora(m):
+            grads = _lora_grads(m, captured[m][0].to(f.dtype), D.detach().to(f.dtype),
+                                *owners[m])
+        else:
+            D = D.detach().to(f.dtype)
+            a = captured[m][0].to(f.dtype)
+            grads = ([D[..., :, None] * a[None, :, None, :]] if owners[m][0] else []) + (
+                [D] if owners[m][1] else [])
+        for p, G in zip(params, grads, strict=True):
+            out[names[id(p)]] = G.transpose(0, 1)
+    return {nm: out[nm] for nm, _ in chosen}
+
+
+def ntk_jacobian(
+    model: nn.Module,
+    x: torch.Tensor,
+    params: Iterable[torch.Tensor] | str | None = None,
+    method: str = "auto",
+    param_filter: str | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Per-sample Jacobian J of shape (n, C, P): J[i, c] = ∂f_c(x_i)/∂θ, the selected parameters
+    flattened and concatenated in ``model.named_parameters()`` order (so ntk_matrix = J Jᵀ).
+
+    method: "structured" — from the captured inputs and output gradients of LoRA updates and
+    nn.Linear layers (one forward, one batched backward); "jacobian" — torch.func
+    vmap(jacrev); "auto" — structured when it applies. Returned in the parameters' dtype.
+    """
+    check_choice(method, NTK_METHODS, "method")
+    x = check_matrix(x, "x", min_dim=1) if x.is_floating_point() else x
+    chosen = select_params(model, params, param_filter)
+    n = x.shape[0]
+    if method in ("auto", "structured"):
+        try:
+            jac = _jacobian_structured(model, x, chosen)
+            C = next(iter(jac.values())).shape[1]
+            return torch.cat([j.reshape(n, C, -1) for j in jac.values()], dim=2).detach()
+        except _NotStructured as err:
+            if method == "structured":
+                raise ValueError(f"method='structured' does not apply: {err}") from err
+    prm = {nm: p.detach() for nm, p in chosen}
+
+    def f_single(pr, xi):
+        return functional_call(model, pr, (xi.unsqueeze(0),)).reshape(-1)
+
+    jac = vmap(jacrev(f_single), (None, 0), chunk_size=chunk_size)(prm, x)
+    C = next(iter(jac.values())).shape[1]
+    return torch.cat([jac[nm].reshape(n, C, -1) for nm in prm], dim=2).detach()
+
+
+def sign_ntk(J: torch.Tensor, eps: float = 1e-8, trace_outputs: bool = False) -> torch.Tensor:
+    """Sign-NTK of a per-sample Jacobian J (n, C, P): the symmetrised contraction of J with
+    sign(J) ≈ J/(|J| + eps) (the kernel of sign-like, Adam-style updates),
+    K = ½(J Sᵀ + S Jᵀ), S = J/(|J| + eps); shape (n, n, C, C), or (n, n) traced over outputs.
+    J Sᵀ alone is not symmetric; its symmetric part has the same quadratic form."""
+    n, C = J.shape[0], J.shape[1]
+    Jf = J.reshape(n * C, -1)
+    S = Jf / (Jf.abs() + eps)
+    M = Jf @ S.T
+    M = 0.5 * (M + M.T)
+    K = M.reshape(n, C, n, C).permute(0, 2, 1, 3)
+    return torch.einsum("ijcc->ij", K) if trace_outputs else K.contiguous()
 
 
 def ntk_topk(

@@ -534,3 +534,35 @@ def test_a_checkpoint_carries_the_schedule_the_probe_set_and_the_reference_kerne
     assert torch.equal(second._probe_set[0], first._probe_set[0])
     assert torch.equal(second._carried["k0"], torch.eye(4))
     assert not second.due(10) and second.due(12)  # the schedule continues from step 9
+
+
+class FirstLayerNTK(TinyRegression):
+    """A module that names the parameters its NTK is over (the task attribute NTKSpectrum reads)."""
+
+    ntk_param_filter = r"^net\.0\."
+
+
+@pytest.mark.parametrize("layer_filter", [None, r"^net\.2\."])
+def test_ntk_probe_uses_the_modules_parameter_filter_unless_the_config_sets_one(
+        tmp_path, layer_filter):
+    """With layer_filter None the kernel is J Jᵀ over the module's `ntk_param_filter` (the first
+    layer: its J alone, not the full network's); a configured layer_filter wins over it."""
+    ntk = NTKSpectrum(every_n_steps=4, n_points=8, plot=False, budget_frac=None,
+                      layer_filter=layer_filter)
+    _, module = fit(tmp_path, [ntk], max_steps=4, module=FirstLayerNTK())
+    with np.load(tmp_path / "spectra" / "ntk.npz") as data:
+        logged = torch.as_tensor(data["eigenvalues"][-1], dtype=torch.float64)
+    module.eval()
+    x = ntk.x
+    chosen = [p for n, p in module.named_parameters()
+              if (n.startswith("net.0.") if layer_filter is None else n.startswith("net.2."))]
+    rest = [p for p in module.parameters() if all(p is not q for q in chosen)]
+    for p in rest:
+        p.requires_grad_(False)
+    rows = []
+    for xi in x:
+        grads = torch.autograd.grad(module(xi[None]).sum(), chosen)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    J = torch.stack(rows)
+    expected = torch.linalg.eigvalsh(J @ J.T).flip(0)
+    assert torch.allclose(logged[: len(expected)], expected, rtol=1e-9, atol=1e-12)

@@ -88,7 +88,7 @@ def test_help_with_overrides_shows_the_composed_config_and_who_set_each_key(tmp_
                       "launcher=slurm", "--help"], tmp_path)
     assert helped.returncode == 0, helped.stderr[-2000:]
     lines = helped.stdout.splitlines()
-    assert "task: ei_network, farad, optimizer_scaling, spectral_ssl, two_step_gd" in lines
+    assert "task: ei_network, farad, linearization, optimizer_scaling, spectral_ssl, two_step_gd" in lines
 
     def line_of(prefix: str) -> str:
         found = [line for line in lines if line.startswith(prefix)]
@@ -116,7 +116,8 @@ def test_help_with_overrides_shows_the_composed_config_and_who_set_each_key(tmp_
                                    "task=optimiser_scaling) is not a config of group task: there "
                                    "is no conf/task/optimiser_scaling.yaml (did you mean "
                                    "task=optimizer_scaling?); allowed: ei_network, farad, "
-                                   "optimizer_scaling, spectral_ssl, two_step_gd"),
+                                   "linearization, optimizer_scaling, spectral_ssl, "
+                                   "two_step_gd"),
         # Hydra itself refuses to override a key the task yaml lacks: one line naming it
         ("task.n_featurs=3", "task.n_featurs (set by the override task.n_featurs=3) is not a key "
                              "of the composed config (did you mean task.n_features?); allowed: "

@@ -158,6 +158,9 @@ CASES: dict[str, tuple[Callable[[Put], Any], bool]] = {
         S.ntk_matrix(put.module(_mlp()), _xy(put)[0], method="jacobian"),
         S.ntk_matrix(put.module(_cnn()), put(torch.randn(3, 2, 6, 6, generator=_gen(),
                                                          dtype=torch.float64)))), False),
+    "ntk_jacobian": (lambda put: (
+        S.ntk_jacobian(put.module(_mlp()), _xy(put)[0]),
+        S.ntk_jacobian(put.module(_mlp()), _xy(put)[0], method="jacobian")), False),
     "ntk_metrics": (lambda put: S.ntk_metrics(put(_sym() @ _sym()),
                                               put(torch.arange(12.0, dtype=torch.float64))),
                     False),
@@ -167,6 +170,10 @@ CASES: dict[str, tuple[Callable[[Put], Any], bool]] = {
                                   S.powerlaw_fit(put(_evals(12))),
                                   S.powerlaw_fit(put(_evals(60)), xmin=0.5)), False),
     "select_params": (lambda put: S.select_params(put.module(_mlp()), r"\.weight"), False),
+    "sign_ntk": (lambda put: (
+        S.sign_ntk(put(torch.randn(4, 3, 10, generator=_gen(), dtype=torch.float64))),
+        S.sign_ntk(put(torch.randn(4, 3, 10, generator=_gen(), dtype=torch.float64)),
+                   trace_outputs=True)), False),
     "singular_values": (lambda put: S.singular_values(put(_sym()[:5])), False),
     "slq_density": (lambda put: (
         S.slq_density(_op(put), 12, n_probes=3, n_steps=6, n_grid=32, device=put.device, seed=2),

@@ -9,6 +9,11 @@ TINY: dict[str, list[str]] = {
     "farad": ["task.iterations=30", "task.debias_start=10", "task.batch_labeled=16",
               "task.hidden=32", "task.log_every=5"],
     "spectral_ssl": ["task.steps=12", "task.probe_max_iter=50"],
+    "linearization": ["task.n_train=32", "task.n_test=32", "task.finetune_steps=4",
+                      "task.ntk_samples=16", "task.vocab_size=16", "task.seq_len=8",
+                      "task.d_model=16", "task.n_layers=2", "task.n_heads=2", "task.d_ff=32",
+                      "task.n_topics=2", "task.topic_tokens=8", "task.corpus_docs=600",
+                      "task.pretrain_steps=5", "task.lipschitz_samples=1"],
 }
 
 if __name__ == "__main__":  # `python tests/tasks/tiny.py NAME` prints the overrides

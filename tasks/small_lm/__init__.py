@@ -1,0 +1,1 @@
+"""The small causal language model shared by linearization and mixat (see README.md)."""
