@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-gpu lint bench mutation clean
+.PHONY: install run test test-slow test-gpu test-slurm lint bench mutation clean
 
 install: $(STAMP)  ## create .venv and install the project (torch CPU wheel first)
 
@@ -26,6 +26,13 @@ test-slow: install  ## the paper reproductions marked slow
 
 test-gpu: install  ## every callback and each task's tiny config on CUDA (skipped without a GPU)
 	$(PY) -m pytest -q -m gpu
+
+test-slurm: install  ## launcher=slurm through a local SLURM controller (scripts/slurm_local.sh; root)
+	@started=0; if ! scripts/slurm_local.sh status >/dev/null 2>&1; then \
+	  if scripts/slurm_local.sh start >/dev/null; then started=1; \
+	  else echo "test-slurm: no local SLURM cluster (the slurm tests skip with the reason)"; fi; fi; \
+	$(PY) -m pytest -q -rs -m slurm tests/slurm; rc=$$?; \
+	if [ $$started = 1 ]; then scripts/slurm_local.sh stop; fi; exit $$rc
 
 lint: install
 	$(PY) -m ruff check .

@@ -289,9 +289,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not multirun:
             raise
     finally:
-        if results["status"] == "running":  # KeyboardInterrupt, SystemExit
+        interrupted = results["status"] == "running"  # KeyboardInterrupt, SystemExit
+        if interrupted:
             results["status"] = "interrupted"
-        finish_wandb()  # while the spectra's plots are drawn in the background
+        try:
+            finish_wandb()  # while the spectra's plots are drawn in the background
+        except Exception as err:
+            # a pre-empted SLURM job (submitit requeued it and exits): SLURM ends the job's
+            # processes, W&B's service among them; the exit must go on (an exception here would
+            # replace it, and submitit would take the job for finished)
+            if not interrupted:
+                raise
+            log.warning("W&B did not finish (%s: %s); resume=auto continues the run",
+                        type(err).__name__, err)
         for callback in callbacks:
             if hasattr(callback, "wait_for_plot"):
                 callback.wait_for_plot()

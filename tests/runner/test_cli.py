@@ -88,7 +88,8 @@ def test_help_with_overrides_shows_the_composed_config_and_who_set_each_key(tmp_
                       "launcher=slurm", "--help"], tmp_path)
     assert helped.returncode == 0, helped.stderr[-2000:]
     lines = helped.stdout.splitlines()
-    assert "task: ei_network, farad, linearization, optimizer_scaling, spectral_ssl, two_step_gd" in lines
+    assert ("task: ei_network, farad, linearization, mixat, optimizer_scaling, spectral_ssl, "
+            "two_step_gd") in lines
 
     def line_of(prefix: str) -> str:
         found = [line for line in lines if line.startswith(prefix)]
@@ -116,8 +117,8 @@ def test_help_with_overrides_shows_the_composed_config_and_who_set_each_key(tmp_
                                    "task=optimiser_scaling) is not a config of group task: there "
                                    "is no conf/task/optimiser_scaling.yaml (did you mean "
                                    "task=optimizer_scaling?); allowed: ei_network, farad, "
-                                   "linearization, optimizer_scaling, spectral_ssl, "
-                                   "two_step_gd"),
+                                   "linearization, mixat, optimizer_scaling, "
+                                   "spectral_ssl, two_step_gd"),
         # Hydra itself refuses to override a key the task yaml lacks: one line naming it
         ("task.n_featurs=3", "task.n_featurs (set by the override task.n_featurs=3) is not a key "
                              "of the composed config (did you mean task.n_features?); allowed: "
@@ -352,6 +353,8 @@ def test_slurm_launcher_hands_the_configured_parameters_to_submitit(tmp_path, mo
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
     monkeypatch.chdir(tmp_path)
+    # the launcher's checks ask sinfo for the partitions (runner/hydra_callbacks.py:SlurmCheck)
+    fake_slurm(tmp_path / "bin", monkeypatch, partitions="gpu-long cpu")
     monkeypatch.setattr(sys, "argv", [
         "run.py", "-m", "launcher=slurm", "task=optimizer_scaling", "task.optimizer=gd,adam",
         "hydra.launcher.partition=gpu-long", "hydra.launcher.gpus_per_node=4",
@@ -371,6 +374,64 @@ def test_slurm_launcher_hands_the_configured_parameters_to_submitit(tmp_path, mo
     assert params["slurm_setup"] == ["source .venv/bin/activate"]
     assert len(seen["jobs"]) == 2  # one array task per job, each with its overrides
     assert any("task.optimizer=adam" in job[0] for job in seen["jobs"])
+
+
+def fake_slurm(folder: Path, monkeypatch=None, partitions: str = "debug") -> dict[str, str]:
+    """Put stand-ins for sbatch and sinfo (`sinfo -h -o %R` lists `partitions`) first on PATH;
+    return the environment for run_cli (and set it with `monkeypatch`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in (("sinfo", f"echo {partitions} | tr ' ' '\\n'"), ("sbatch", "exit 1")):
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    path = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    if monkeypatch is not None:
+        monkeypatch.setenv("PATH", path)
+    return {"PATH": path}
+
+
+BAD_SLURM = [  # (args, fake SLURM on PATH, the message): all before anything is submitted
+    (["launcher=slurm"], True,
+     "config error: launcher=slurm (set by the override launcher=slurm) needs a multirun: add -m "
+     "(or hydra.mode=MULTIRUN) to the command; without it Hydra runs the job on this machine and "
+     "submits nothing"),
+    (["-m", "launcher=slurm", "trainer=ddp", "trainer.accelerator=cpu"], True,
+     "config error: hydra.launcher.tasks_per_node=1 (set in conf/launcher/slurm.yaml) differs "
+     "from trainer.devices=2 (the default in conf/trainer/ddp.yaml): SLURM starts one process per "
+     "task and each is one of the run's processes; allowed: equal values, e.g. "
+     "hydra.launcher.tasks_per_node=2"),
+    (["-m", "launcher=slurm", "hydra.launcher.nodes=2"], True,
+     "config error: hydra.launcher.nodes=2 (set by the override hydra.launcher.nodes=2) differs "
+     "from trainer.num_nodes=1 (the default in conf/trainer/default.yaml)"),
+    (["-m", "launcher=slurm", "hydra.launcher.partition=gpu"], True,
+     "config error: hydra.launcher.partition=gpu (set by the override "
+     "hydra.launcher.partition=gpu) is not a partition of this SLURM cluster; allowed: debug, "
+     "long"),
+    (["-m", "launcher=slurm"], False,
+     "config error: launcher=slurm needs SLURM, but this machine has no sbatch/sinfo on PATH "
+     "(SLURM is not installed here); allowed: a SLURM login node, a local cluster "
+     "(scripts/slurm_local.sh start"),
+]
+
+
+@pytest.mark.parametrize(("args", "has_slurm", "message"), BAD_SLURM,
+                         ids=[" ".join(a) + ("" if s else " (no SLURM)") for a, s, _ in BAD_SLURM])
+def test_bad_slurm_input_is_refused_before_anything_is_submitted(tmp_path, args, has_slurm,
+                                                                 message):
+    if has_slurm:
+        env = fake_slurm(tmp_path / "bin", partitions="debug long")
+    else:  # a PATH without SLURM (run_cli starts python by its full path)
+        (tmp_path / "empty").mkdir()
+        env = {"PATH": str(tmp_path / "empty")}
+    flags = [a for a in args if a.startswith("-")]
+    proc = run_cli([*flags, *TINY_SCALING, "task.optimizer=gd,adam" if flags else "seed=1",
+                    *[a for a in args if a not in flags], *where(tmp_path)], tmp_path,
+                   timeout=120, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(message), proc.stderr[-3000:]
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, no traceback
+    for folder in ("outputs", "multirun"):  # nothing ran, nothing was submitted
+        left = tmp_path / folder
+        assert not left.exists() or not list(left.rglob("*.*")), list(left.rglob("*"))
 
 
 @pytest.mark.slow

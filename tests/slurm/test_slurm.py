@@ -1,0 +1,183 @@
+"""launcher=slurm through a real SLURM controller (scripts/slurm_local.sh: one node, localhost),
+as a user runs it: `python run.py -m launcher=slurm ...`. `make test-slurm` (marker `slurm`;
+skipped without the cluster unless SPECTRUM_REQUIRE_SLURM=1).
+
+The jobs are optimizer_scaling at its tiny size (seconds); the pre-emption test slows each step
+down with a sleeping callback (tests/slurm/slurm_helpers.py) so that the run is still training
+when the high-priority job arrives.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_SCALING, run_cli
+from runner.report import report
+from runner.wandb_records import find_run_file, read_records
+
+pytestmark = pytest.mark.slurm
+
+TIMING_SUFFIXES = ("wall_s", "wall_ms", "time_s")
+# small jobs: one core each, 1 GB (the launcher's default asks 2 cores and 16 GB)
+SMALL = ["launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+
+
+def where(tmp_path: Path) -> list[str]:
+    return [f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+
+
+def only_dir(parent: Path) -> Path:
+    dirs = [p for p in parent.iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def results_of(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))}
+
+
+def run_group(run_dir: Path) -> str:
+    for record in read_records(find_run_file(run_dir)):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_group
+    raise AssertionError(f"no run record in {run_dir}")
+
+
+def submitit_logs(sweep: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")
+                     for p in sorted((sweep / ".submitit").glob("*/*_log.*")))
+
+
+def paper(results: dict) -> dict:
+    return {k: v for k, v in results["paper_metrics"].items() if not k.endswith(TIMING_SUFFIXES)}
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if not k.endswith(TIMING_SUFFIXES)}
+                for row in csv.DictReader(handle)]
+
+
+def slurm(env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, (args, proc.stderr)
+    return proc.stdout.strip()
+
+
+def test_a_sweep_runs_as_slurm_jobs_each_in_its_own_run_directory(tmp_path, slurm_env):
+    started = time.time()
+    proc = run_cli(["-m", *SMALL, *TINY_SCALING, "task.n_features=8,16,32", *where(tmp_path)],
+                   tmp_path, timeout=400, env=slurm_env)
+    took = time.time() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_dir(tmp_path / "multirun" / "optimizer_scaling")
+    assert f"sweep {sweep}: 3 completed" in proc.stdout
+    assert "Submitit 'slurm' sweep output dir" in proc.stderr + proc.stdout
+    results = results_of(sweep)
+    assert sorted(results) == ["0", "1", "2"]
+    assert all(r["status"] == "completed" for r in results.values())
+    assert len({r["run_dir"] for r in results.values()}) == 3
+    assert sorted(r["params"]["n_features"] for r in results.values()) == [8, 16, 32]
+    # one SLURM array job, three tasks, each with its own folder, log and result
+    tasks = sorted(p.name for p in (sweep / ".submitit").glob("*_*") if p.is_dir())
+    assert len(tasks) == 3 and len({t.split("_")[0] for t in tasks}) == 1, tasks
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 3
+    assert {run_group(sweep / job) for job in results} == {f"optimizer_scaling-{sweep.name}"}
+    tables = report(sweep)
+    summary = tables["optimizer_scaling"]  # the scaling exponent fitted over the three widths
+    assert len(summary) == 1 and summary["alpha"].notna().all(), summary
+    assert (sweep / "summary.md").is_file() and (sweep / "summary.csv").is_file()
+    print(f"3-job sweep through SLURM: {took:.1f} s")
+
+
+def test_a_failing_job_fails_alone_and_the_sweep_exits_non_zero(tmp_path, slurm_env):
+    # job 1 crashes at step 3 of 10; jobs 0 and 2 never reach their crash step
+    proc = run_cli(["-m", *SMALL, *TINY_SCALING, "logger=csv",
+                    "+callbacks.crash._target_=helpers.CrashAtStep",
+                    "+callbacks.crash.step=50,3,60", *where(tmp_path)], tmp_path, timeout=400,
+                   env=slurm_env)
+    assert proc.returncode != 0
+    sweep = only_dir(tmp_path / "multirun" / "optimizer_scaling")
+    assert f"sweep {sweep}: 2 completed, 1 failed" in proc.stdout, proc.stdout[-2000:]
+    assert "1 job(s) failed: 1 (see their results.json)" in proc.stderr
+    results = results_of(sweep)
+    assert [results[k]["status"] for k in ("0", "1", "2")] == ["completed", "failed", "completed"]
+    assert "RuntimeError: simulated crash at step 3" in results["1"]["error"]
+    report(sweep)
+    assert "Failed jobs" in (sweep / "summary.md").read_text()
+
+
+# the pre-empted run: 80 steps of a quarter second each, a checkpoint every 5 steps
+PREEMPT_RUN = [*TINY_SCALING, "task.steps=80", "task.optimizer=adam", "logger=default",
+               "callbacks=checkpoint", "callbacks.model_checkpoint.every_n_train_steps=5",
+               "+callbacks.slow._target_=slurm_helpers.SleepPerStep"]
+
+
+def test_a_preempted_run_requeues_and_resumes_to_the_uninterrupted_result(tmp_path, slurm_env):
+    cpus = slurm(slurm_env, "sinfo", "-h", "-o", "%c").split()[0]
+    straight = run_cli([*PREEMPT_RUN, "+callbacks.slow.seconds=0", "print_results=false",
+                        f"hydra.run.dir={tmp_path / 'straight'}", *where(tmp_path)], tmp_path,
+                       timeout=300, env=slurm_env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    started = time.time()
+    # the whole node, in the pre-emptible partition `low` (the default)
+    sweep_proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"),
+         "-m", "launcher=slurm", "hydra.launcher.partition=low",
+         f"hydra.launcher.cpus_per_task={cpus}", "hydra.launcher.mem_gb=1", *PREEMPT_RUN,
+         "+callbacks.slow.seconds=0.25", *where(tmp_path)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0",
+             **slurm_env})
+    try:
+        run_dir = None
+        deadline = time.time() + 180
+        while time.time() < deadline:  # wait until it trains, with a checkpoint behind it
+            found = list((tmp_path / "multirun").glob("optimizer_scaling/*/0/attempts.json"))
+            if found:
+                run_dir = found[0].parent
+                attempts = json.loads(found[0].read_text())
+                if (attempts and (attempts[-1]["global_step"] or 0) >= 15
+                        and (run_dir / "checkpoints" / "last.ckpt").exists()):
+                    break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the low-priority run never reached step 15")
+        preempted_at = time.time()
+        high = slurm(slurm_env, "sbatch", "--parsable", "-p", "high", "-c", cpus, "--mem=100",
+                     "-o", str(tmp_path / "high.out"), "--wrap", "sleep 1")
+        output, _ = sweep_proc.communicate(timeout=300)
+    finally:
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+    took = time.time() - started
+    assert sweep_proc.returncode == 0, output[-3000:]
+    sweep = run_dir.parent
+    logs = submitit_logs(sweep)
+    assert "Caught signal SIGUSR2" in logs and "this job is preempted" in logs, logs[-3000:]
+    state = slurm(slurm_env, "scontrol", "show", "job", "-o", high)
+    assert "JobState=COMPLETED" in state
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((run_dir / "results.json").read_text())
+    assert b["status"] == "completed" and b["resumed_from"].endswith("checkpoints/last.ckpt")
+    assert [x["status"] for x in b["attempts"]] == ["interrupted", "completed"]
+    assert b["global_step"] == a["global_step"] == 80
+    assert paper(b) == paper(a)  # exactly: the same numbers
+    rows = csv_rows(run_dir)
+    assert rows == csv_rows(tmp_path / "straight")  # no step lost, none logged twice
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 80
+    run_id = (run_dir / "checkpoints" / "wandb_run_id").read_text().strip()
+    folders = list((run_dir / "wandb").glob("offline-run-*"))
+    assert [f.name.rsplit("-", 1)[-1] for f in folders] == [run_id]  # one W&B run, same id
+    print(f"pre-emption cycle: {took:.1f} s from submission, {time.time() - preempted_at:.1f} s "
+          "from the high-priority job to the resumed run's end")
