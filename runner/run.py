@@ -311,8 +311,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from runner.attempts import FILE_NAME, total_wall_time, update_attempt
 
         if (run_dir / FILE_NAME).exists():  # the run got as far as starting an attempt
-            results["attempts"] = update_attempt(run_dir, start, status=results["status"],
-                                                 global_step=results.get("global_step"))
+            # an attempt that did not finish keeps the step of its last checkpoint (AttemptClock)
+            step = ({"global_step": results["global_step"]}
+                    if results.get("global_step") is not None else {})
+            results["attempts"] = update_attempt(run_dir, start, status=results["status"], **step)
             results["wall_time_s"] = total_wall_time(results["attempts"])
         atomic_write_json(run_dir / "results.json", results)
         if cfg.get("print_results", True) and results["status"] == "completed":

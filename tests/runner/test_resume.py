@@ -65,6 +65,8 @@ def assert_same_run(straight_dir: Path, resumed_dir: Path) -> None:
     assert [x["status"] for x in attempts] == ["killed" if attempts[0]["status"] == "killed"
                                                else "failed", "completed"]
     assert attempts[0]["wall_time_s"] > 0 and attempts[1]["resumed_from"].endswith("last.ckpt")
+    # the interrupted attempt keeps the step of its last checkpoint, the last one the final step
+    assert 0 < attempts[0]["global_step"] < b["global_step"] == attempts[1]["global_step"]
     assert b["wall_time_s"] == pytest.approx(sum(x["wall_time_s"] for x in attempts))
 
 

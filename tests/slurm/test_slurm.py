@@ -2,9 +2,9 @@
 as a user runs it: `python run.py -m launcher=slurm ...`. `make test-slurm` (marker `slurm`;
 skipped without the cluster unless SPECTRUM_REQUIRE_SLURM=1).
 
-The jobs are optimizer_scaling at its tiny size (seconds); the pre-emption test slows each step
-down with a sleeping callback (tests/slurm/slurm_helpers.py) so that the run is still training
-when the high-priority job arrives.
+The jobs are optimizer_scaling at its tiny size (seconds); the pre-emption and time-out tests
+slow each step down with a sleeping callback (tests/slurm/slurm_helpers.py) so that the run is
+still training when the high-priority job arrives or the time limit comes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,95 @@ def test_a_preempted_run_requeues_and_resumes_to_the_uninterrupted_result(tmp_pa
     assert [f.name.rsplit("-", 1)[-1] for f in folders] == [run_id]  # one W&B run, same id
     print(f"pre-emption cycle: {took:.1f} s from submission, {time.time() - preempted_at:.1f} s "
           "from the high-priority job to the resumed run's end")
+
+
+# the timed-out runs: SLURM's limit is 1 minute, submitit's USR2 comes 5 s before it (SLURM checks
+# time limits every 30 s: the signal arrives 25-55 s into the job, the kill 30-60 s after it).
+# 400 steps, slowed to a quarter second each in the first `attempts` attempts (100 s: past the
+# limit), at full speed afterwards (seconds); a checkpoint every 5 steps
+TIMEOUT_RUN = [*TINY_SCALING, "task.steps=400", "task.optimizer=adam", "logger=csv",
+               "callbacks=checkpoint", "callbacks.model_checkpoint.every_n_train_steps=5",
+               "+callbacks.slow._target_=slurm_helpers.SleepPerStep"]
+SUBMITIT_EVENTS = ("SIGUSR2", "remaining timeouts", "not requeued because: timed-out too many times")
+SUBMITIT_TIME = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - (.*)")
+
+
+def log_events(log: str, *messages: str) -> list[tuple[float, str]]:
+    """(time, message) of the submitit log lines that contain one of `messages`."""
+    events = []
+    for line in log.splitlines():
+        match = SUBMITIT_TIME.search(line)
+        if match and any(m in match[2] for m in messages):
+            when = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            events.append((when, match[2]))
+    return events
+
+
+def filled(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if v != ""} for row in rows]
+
+
+def test_a_timed_out_run_is_requeued_max_num_timeout_times_and_resumes(tmp_path, slurm_env):
+    straight = run_cli([*TIMEOUT_RUN, "+callbacks.slow.seconds=0", "print_results=false",
+                        f"hydra.run.dir={tmp_path / 'straight'}", *where(tmp_path)], tmp_path,
+                       timeout=300, env=slurm_env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    # job 0 is slow in its first attempt only: it times out once, is requeued, and completes;
+    # job 1 is slow in its first two: it times out again, one time more than max_num_timeout=1
+    submitted = time.time()
+    proc = run_cli(["-m", *SMALL, "hydra.launcher.timeout_min=1",
+                    "hydra.launcher.max_num_timeout=1", "hydra.launcher.signal_delay_s=5",
+                    *TIMEOUT_RUN, "+callbacks.slow.seconds=0.25", "+callbacks.slow.attempts=1,2",
+                    *where(tmp_path)], tmp_path, timeout=400, env=slurm_env)
+    took = time.time() - submitted
+    assert proc.returncode != 0  # job 1 failed
+    sweep = only_dir(tmp_path / "multirun" / "optimizer_scaling")
+    assert f"sweep {sweep}: 1 completed, 1 failed" in proc.stdout, proc.stdout[-2000:]
+    results = results_of(sweep)
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    # job 0: requeued once after its time-out, resumed from last.ckpt, the uninterrupted result
+    b = results["0"]
+    assert b["status"] == "completed" and b["resumed_from"].endswith("checkpoints/last.ckpt")
+    assert [x["status"] for x in b["attempts"]] == ["interrupted", "completed"]
+    assert b["global_step"] == a["global_step"] == 400
+    assert paper(b) == paper(a)  # exactly: the same numbers
+    rows = csv_rows(sweep / "0")
+    assert rows == csv_rows(tmp_path / "straight")  # no step lost, none logged twice
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 400
+    # job 1: requeued once (resumed from last.ckpt), then timed out again: not requeued
+    c = results["1"]
+    assert c["status"] == "failed", c.get("error")
+    assert "timed-out too many times" in c["error"], c["error"]
+    assert [x["status"] for x in c["attempts"]] == ["interrupted", "failed"]
+    assert c["attempts"][1]["resumed_from"].endswith("checkpoints/last.ckpt")
+    rows = filled(csv_rows(sweep / "1"))  # it has no paper/ columns: compare the values only
+    assert rows == filled(csv_rows(tmp_path / "straight"))[:len(rows)]  # as far as it got: same
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == list(range(steps[0], steps[0] + len(steps)))  # none missing, none twice
+    # submitit's log of each array task (its stdout; SLURM appends to it when the task restarts):
+    # job 0 took one USR2 and was requeued; job 1 took two, and the second was not requeued
+    events = {job: log_events(next((sweep / ".submitit").glob(f"*_{job}/*_log.out")).read_text(
+        errors="replace"), *SUBMITIT_EVENTS) for job in ("0", "1")}
+    told = {job: [next(k for k in SUBMITIT_EVENTS if k in m) for _, m in e]
+            for job, e in events.items()}
+    assert told["0"] == ["SIGUSR2", "remaining timeouts"], events["0"]
+    assert told["1"] == ["SIGUSR2", "remaining timeouts", "SIGUSR2",
+                         "not requeued because: timed-out too many times"], events["1"]
+    messages = [m for e in events.values() for _, m in e]
+    assert all("this job is timed-out" in m  # submitit's time-out path, not a pre-emption
+               for m in messages if "SIGUSR2" in m), messages
+    assert all("(0 remaining timeouts)" in m for m in messages if "remaining timeouts" in m)
+    # SLURM's view: each array task was restarted exactly once
+    array_id = next((sweep / ".submitit").glob("*_0")).name.split("_")[0]
+    tasks = slurm(slurm_env, "scontrol", "show", "job", "-o", array_id).splitlines()
+    assert len(tasks) == 2 and all(" Restarts=1 " in t for t in tasks), tasks
+    for job in ("0", "1"):
+        starts = [datetime.fromisoformat(x["started"]).timestamp() - submitted
+                  for x in results[job]["attempts"]]
+        ends = [s + x["wall_time_s"] for s, x in zip(starts, results[job]["attempts"])]
+        sigs = [t - submitted for t, m in events[job] if "SIGUSR2" in m]
+        print(f"job {job}: attempts start at {', '.join(f'{s:.0f}' for s in starts)} s, "
+              f"USR2 at {', '.join(f'{s:.0f}' for s in sigs)} s, attempts end at "
+              f"{', '.join(f'{e:.0f}' for e in ends)} s after submission")
+    print(f"time-out sweep: {took:.1f} s from submission to the sweep's end")
