@@ -41,7 +41,7 @@ bench: install  ## speed benchmarks against named baselines (installs the bench 
 	$(PY) -m pip install -q -e '.[bench]'
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
-mutation: install  ## mutmut on callbacks/spectra, module by module in /tmp copies (MODULES="powerlaw rmt" to pick)
+mutation: install  ## mutmut on callbacks/spectra and the tasks' math, module by module in /tmp copies (MODULES="powerlaw rmt" to pick)
 	$(PY) -m pip install -q -e '.[mutation]'
 	$(PY) scripts/mutation.py $(MODULES); rc=$$?; $(PY) -m pip uninstall -q -y mutmut; exit $$rc
 

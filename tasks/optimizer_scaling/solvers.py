@@ -53,9 +53,10 @@ def gd_closed_form(evals: torch.Tensor, evecs: torch.Tensor, b_hat: torch.Tensor
 
 def ng_closed_form(evals: torch.Tensor, evecs: torch.Tensor, b_hat: torch.Tensor, eps: float,
                    steps: int) -> torch.Tensor:
-    """Return a_T = U diag((1 − (ε/(λ+ε))^T)/λ) Uᵀ b̂ (unit-step natural gradient from 0)."""
+    """Return a_T = U diag((1 − (ε/(λ+ε))^T)/λ) Uᵀ b̂ (unit-step natural gradient from 0); a
+    λ ≤ 0 mode gets the iteration's T/ε (its gradient stays −b̂, each step adds b̂/ε)."""
     rate = (evals / (evals + eps)).clamp(min=0.0)
-    filt = _filter(evals, rate, steps, limit=0.0)
+    filt = _filter(evals, rate, steps, limit=steps / eps)
     return evecs @ (filt[:, None] * (evecs.T @ b_hat))
 
 

@@ -80,3 +80,60 @@ def test_mapped_covariance_eigvals_bad_input():
         mapped_covariance_eigvals(torch.eye(3), torch.ones(4, 5))
     with pytest.raises(ValueError, match="covariance"):
         mapped_covariance_eigvals(torch.full((3, 3), float("nan")), torch.ones(4, 3))
+
+
+# ----------------------------------------------------------------------------- added for the
+# mutation run of 2026-12-02 (each kills survivors of scripts/mutation.py covariance)
+def test_streaming_edge_cases_dtypes_and_messages():
+    """One row (a 1-D sample) counts; n = 1 with correction 1 is refused, n = 2 gives the
+    sample variance; the empty accumulator, its state and sums are float64; a float32 batch
+    with mean 1e4 and spread 0.01 is reduced in float64 (float32 would lose ~1e-3 relative);
+    errors name the accumulator ("features" by default) and the checks."""
+    import numpy as np
+
+    acc = StreamingCovariance(3)
+    assert acc.state()["mean"].dtype == torch.float64 and acc.state()["m2"].dtype == torch.float64
+    assert all(t.dtype == torch.float64 for t in acc.sums())
+    acc.update(torch.tensor([1.0, 2.0, 3.0]))
+    assert acc.n == 1 and acc.mean.tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match=r"^features: need more than 1 samples, have 1$"):
+        acc.covariance()
+    acc.update(torch.tensor([[3.0, 2.0, 1.0]]))
+    assert acc.n == 2
+    torch.testing.assert_close(acc.covariance().diagonal(),
+                               torch.tensor([2.0, 0.0, 2.0], dtype=torch.float64))
+    x32 = (1e4 + 0.01 * torch.randn(500, 2, generator=torch.Generator().manual_seed(0))).float()
+    got = StreamingCovariance(2).update(x32).covariance()
+    ref = np.cov(x32.double().numpy(), rowvar=False)
+    assert np.allclose(got.numpy(), ref, rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match=r"^dim must be >= 1, got 0$"):
+        StreamingCovariance(0)
+    with pytest.raises(ValueError, match=r"^can only merge StreamingCovariance objects of equal"):
+        StreamingCovariance(2).merge(StreamingCovariance(3))
+    huge = StreamingCovariance(1).update(torch.tensor([[1e200], [-1e200]], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^features covariance has non-finite"):
+        huge.eigenvalues()
+
+
+def test_mapped_covariance_checks_dtypes_and_messages():
+    """float32 inputs are computed in float64 (agreeing with the float64 result to 1e-12, both
+    branches); non-finite inputs, a non-square or 1-D covariance and an overflowing product are
+    refused by name."""
+    c32 = torch.tensor([[1 / 3, 0.1], [0.1, 1 / 7]], dtype=torch.float32)
+    for a32 in (torch.tensor([[1.0, 1 / 3]], dtype=torch.float32),
+                torch.tensor([[1.0, 1 / 3], [0.7, 1 / 9], [1 / 11, 2.0]], dtype=torch.float32)):
+        got = mapped_covariance_eigvals(c32, a32)
+        ref = mapped_covariance_eigvals(c32.double(), a32.double())
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match=r"^covariance has non-finite"):
+        mapped_covariance_eigvals(torch.full((2, 2), float("nan")), torch.eye(2))
+    with pytest.raises(ValueError, match=r"^linear map has non-finite"):
+        mapped_covariance_eigvals(torch.eye(2), torch.full((2, 2), float("nan")))
+    for cov, a in ((torch.ones(3), torch.ones(1, 3)), (torch.ones(3, 2), torch.ones(1, 3))):
+        with pytest.raises(ValueError, match=r"^need a square covariance \(in, in\)"):
+            mapped_covariance_eigvals(cov, a)
+    big = torch.tensor([[1e200]], dtype=torch.float64)
+    for a in (big, torch.tensor([[1e200], [1.0]], dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"^mapped covariance has non-finite"):
+            mapped_covariance_eigvals(big, a)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from callbacks.spectra import lanczos
+from callbacks.spectra.lanczos import _ritz_gaps
 
 from .helpers import sym_with_spectrum
 
@@ -104,3 +105,101 @@ def test_gap_bound_stops_earlier_and_keeps_the_eigenvalue_tolerance(gen):
     assert ((gap.eigenvalues - ref).abs() / ref).max() <= 1e-4
     with pytest.raises(ValueError, match="bound='vectors' is not allowed"):
         lanczos(lambda v: A @ v, 300, k=5, bound="vectors")
+
+
+# ----------------------------------------------------------------------------- added for the
+# mutation run of 2026-12-02 (each kills survivors of scripts/mutation.py lanczos)
+def test_defaults_and_the_basis_budget():
+    """Defaults: k = 1, no vectors. On diag(linspace(0, 1, 600)) (relative gap 2e-3) tol 1e-12
+    is out of reach, so the basis stops at the default max_iter = max(20k + 40, 100)·block_size
+    vectors: 100 for k = 1, 140 for k = 5; k above max_iter still gets k values (the basis is
+    at least k vectors)."""
+    d = torch.linspace(0.0, 1.0, 600, dtype=torch.float64)
+    res = lanczos(lambda v: d * v, 600, tol=1e-12)
+    assert res.eigenvalues.shape == (1,) and res.eigenvectors is None
+    assert res.n_matvecs == 100 and not res.converged.any()
+    assert float(res.eigenvalues[0]) == pytest.approx(1.0, abs=1e-3)
+    assert lanczos(lambda v: d * v, 600, k=5, tol=1e-12).n_matvecs == 140
+    small = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64)
+    five = lanczos(lambda v: small * v, 6, k=5, max_iter=2)
+    assert five.eigenvalues.shape == (5,)
+    one = lanczos(lambda v: 3.0 * v, 1)  # dim 1, k 1: valid and exact
+    assert one.eigenvalues.tolist() == [3.0] and bool(one.converged.all())
+
+
+def test_ritz_gaps_by_hand():
+    """θ = (1, 2, 4, 8): the nearest other Ritz value of 8 is 4 (gap 4), of 1 it is 2 (gap 1)."""
+    gaps = _ritz_gaps(torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64),
+                      torch.tensor([3, 0]))
+    assert gaps.tolist() == [4.0, 1.0]
+
+
+def test_bad_arguments_name_the_argument():
+    ok = lambda v: 2.0 * v  # noqa: E731
+    with pytest.raises(ValueError, match=r"^which='largest' is not allowed"):
+        lanczos(ok, 10, k=2, which="largest")
+    with pytest.raises(ValueError, match=r"^bound='tight' is not allowed"):
+        lanczos(ok, 10, bound="tight")
+    for dim, k in ((10, 0), (0, 1), (10, 11)):
+        with pytest.raises(ValueError, match=rf"^lanczos needs 1 <= k <= dim, got k={k}, "
+                                             rf"dim={dim}$"):
+            lanczos(ok, dim, k=k)
+    with pytest.raises(ValueError, match=r"^block_size must be >= 1, got 0$"):
+        lanczos(ok, 10, block_size=0)
+    with pytest.raises(ValueError, match=r"^tol must be > 0, got 0"):
+        lanczos(ok, 10, tol=0.0)
+    with pytest.raises(ValueError, match=r"^operator: matvec must return a tensor of 10 entries"):
+        lanczos(lambda v: v[:-1], 10)
+    with pytest.raises(ValueError, match=r"^operator matvec output has non-finite"):
+        lanczos(lambda v: v * float("nan"), 10)
+
+
+def test_seed_generator_and_v0_messages():
+    """A short run (5 basis vectors, not converged) depends on its start vector: seed=s and a
+    generator seeded s agree, another seed differs. A NaN or zero v0 is refused by name."""
+    d = torch.linspace(0.0, 1.0, 200, dtype=torch.float64)
+    run = lambda **kw: lanczos(lambda v: d * v, 200, max_iter=5, **kw).eigenvalues  # noqa: E731
+    five = run(seed=5)
+    assert torch.equal(run(generator=torch.Generator().manual_seed(5)), five)
+    assert not torch.equal(run(seed=6), five)
+    with pytest.raises(ValueError, match=r"^v0 has non-finite"):
+        lanczos(lambda v: d * v, 200, v0=torch.full((200,), float("nan")))
+    with pytest.raises(ValueError, match=r"^v0 must be a non-zero vector of length 200"):
+        lanczos(lambda v: d * v, 200, v0=torch.zeros(200))
+
+
+def test_core_recurrence_scale_invariance_dtypes_v0_and_stopping(gen):
+    """Lanczos is scale invariant: c·A with c = 2⁻⁴³ or 2²⁰ (exact in floating point) takes the
+    same steps and gives c times the Ritz values. A float32 operator or basis gives the dense
+    values to float32 accuracy. diag(1, 1, 2, 2, 3, 3) has a 3-dimensional Krylov space: k = 3
+    stops there (3 products, exact, converged). v0 = 3(e₁ + e₂) spans an invariant plane of
+    diag(1, …, 6): two steps give Ritz values 2 and 1; a block of 2 with v0 converges to the
+    dense top 2. Residual flags are per value (an isolated top converges first); the gap bound
+    needs two Ritz values."""
+    A = sym_with_spectrum(spectrum(gen)[:120], gen)
+    base = lanczos(lambda v: A @ v, 120, k=3, tol=1e-10)
+    for c in (2.0**-43, 2.0**20):
+        scaled = lanczos(lambda v, c=c: (c * A) @ v, 120, k=3, tol=1e-10)
+        assert scaled.n_matvecs == base.n_matvecs
+        assert torch.equal(scaled.eigenvalues, c * base.eigenvalues)
+    dense = torch.linalg.eigvalsh(A).flip(0)[:3]
+    torch.testing.assert_close(base.eigenvalues, dense, rtol=1e-9, atol=0)
+    for kw in ({"dtype": torch.float32}, {}):
+        low = lanczos(lambda v: (A.to(v.dtype) @ v).float(), 120, k=3, tol=1e-5, **kw)
+        torch.testing.assert_close(low.eigenvalues, dense, rtol=1e-4, atol=0)
+    rep = torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0], dtype=torch.float64)
+    inv = lanczos(lambda v: rep * v, 6, k=3)
+    assert inv.n_matvecs == 3 and bool(inv.converged.all())
+    torch.testing.assert_close(inv.eigenvalues, torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    d6 = torch.arange(1.0, 7.0, dtype=torch.float64)
+    plane = torch.tensor([3.0, 3.0, 0, 0, 0, 0], dtype=torch.float64)
+    two = lanczos(lambda v: d6 * v, 6, k=2, v0=plane, max_iter=2)
+    torch.testing.assert_close(two.eigenvalues, torch.tensor([2.0, 1.0], dtype=torch.float64))
+    block = lanczos(lambda v: d6 * v, 6, k=2, v0=plane, block_size=2, tol=1e-10)
+    torch.testing.assert_close(block.eigenvalues, torch.tensor([6.0, 5.0], dtype=torch.float64))
+    iso = torch.cat([torch.tensor([10.0]), torch.linspace(0.0, 5.0, 300)]).double()
+    flags = lanczos(lambda v: iso * v, 301, k=2, tol=1e-10, max_iter=30).converged
+    assert flags.tolist() == [True, False]
+    gap = lanczos(lambda v: A @ v, 120, k=1, tol=1e-8, bound="gap")
+    assert gap.n_matvecs > 1
+    assert float(gap.eigenvalues[0]) == pytest.approx(float(dense[0]), rel=1e-7)

@@ -184,9 +184,10 @@ def test_slq_density_default_sigma_grid_and_dtype():
                       grid=torch.tensor([2.0], dtype=torch.float32))
     assert at2[0].dtype == torch.float64
     assert float(at2[1][0]) == pytest.approx(1 / (3 * 0.02 * math.sqrt(2 * math.pi)), rel=1e-9)
-    flat = slq_density(lambda v: 0.5 * v, 4, n_probes=1, n_steps=2, seed=0,
-                       grid=torch.tensor([0.5], dtype=torch.float64))[1]
-    assert float(flat[0]) == pytest.approx(1 / (1e-14 * math.sqrt(2 * math.pi)), rel=1e-6)
+    for level, sigma in ((0.5, 1e-14), (3.0, 3e-14)):  # the floor is relative above |θ| = 1
+        flat = slq_density(lambda v, c=level: c * v, 4, n_probes=1, n_steps=2, seed=0,
+                           grid=torch.tensor([level], dtype=torch.float64))[1]
+        assert float(flat[0]) == pytest.approx(1 / (sigma * math.sqrt(2 * math.pi)), rel=1e-6)
     dd = torch.linspace(0.1, 2.0, 100, dtype=torch.float64)
     x = torch.linspace(0.0, 2.1, 50, dtype=torch.float64)
     default = slq_density(lambda v: dd * v, 100, grid=x, sigma=0.1, seed=3)[1]
@@ -242,6 +243,20 @@ def test_bad_input_names_the_estimator_and_the_operator():
         hutchpp_trace(ok, 5, 2)
     with pytest.raises(ValueError, match=r"^slq_quadrature needs dim >= 1"):
         slq_density(ok, 0)
+    with pytest.raises(ValueError, match=r"^operator: matvec must return"):
+        slq_density(lambda v: v[:-1], 5, n_probes=1, n_steps=2)
+    with pytest.raises(ValueError, match=r"^A: matvec must return"):
+        slq_density(lambda v: v[:-1], 5, n_probes=1, n_steps=2, name="A")
+    # Hutch++ applies the operator to S, Q and G: each batch names the operator
+    for good_calls in (2, 4):  # m = 6: s = 2 sketch columns, Q (2), then g = 2 probes
+        calls = []
+
+        def flaky(v, good=good_calls, calls=calls):
+            calls.append(1)
+            return 2.0 * v if len(calls) <= good else v[:-1]
+
+        with pytest.raises(ValueError, match=r"^A: matvec must return"):
+            hutchpp_trace(flaky, 5, 6, name="A")
     with pytest.raises(ValueError, match=r"^sigma must be > 0, got 0"):
         slq_density(ok, 5, n_probes=1, n_steps=2, sigma=0.0)
     with pytest.raises(ValueError, match=r"^grid has non-finite entries \(1 NaN"):

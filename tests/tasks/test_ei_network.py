@@ -37,12 +37,22 @@ from tasks.ei_network.order import (
     moran_i,
 )
 from tasks.ei_network.simulate import simulate
-from tasks.ei_network.spectrum import compare, match_outliers
+from tasks.ei_network.spectrum import (
+    compare,
+    dense_eigenvalues,
+    match_outliers,
+    pack_eigenvalues,
+    relative_error,
+    sparse_eigenvalues,
+    unpack_eigenvalues,
+)
 from tasks.ei_network.theory import (
     bulk_radius,
     bulk_variance_matrix,
     classify_theory,
+    mode_eigenvalues,
     mode_matrix,
+    outliers_tensor,
     theory,
     theory_from_config,
     wave_vectors,
@@ -287,6 +297,72 @@ def test_compare_with_a_zero_theory_radius_is_nan_with_a_reason():
     assert ok["bulk_radius_rel_error_reason"] is None
 
 
+def test_compare_and_the_eigenvalue_helpers_by_hand():
+    """Spectrum (3, −2.1, 0.5 + 0.5i, −0.4, 0.2i, 0.1), outliers predicted at 2.9 and −2: each
+    is matched to its own eigenvalue (distance 0.1 each); the bulk radius is the 99th percentile
+    of the other four moduli, 0.4 + 0.97·(√½ − 0.4) = 0.69789, its error vs R_th = 1 is 0.30211;
+    λ* = −2 is matched to −2.1; 2 eigenvalues lie outside |λ| = 1. Without predictions the top
+    eigenvalue is the one of largest Re. dense/sparse eigenvalues of known matrices; the
+    packed form is a bit-exact (n, 2) float64 [Re, Im]."""
+    evals = np.array([3.0, -2.1, 0.5 + 0.5j, -0.4, 0.2j, 0.1])
+    out = compare(evals, np.array([2.9 + 0j, -2.0 + 0j]), 1.0, -2.0 + 0j)
+    r_emp = 0.4 + 0.97 * (math.sqrt(0.5) - 0.4)
+    assert out["bulk_radius_empirical"] == pytest.approx(r_emp)
+    assert out["bulk_radius_rel_error"] == pytest.approx(1.0 - r_emp)
+    assert out["bulk_radius_rel_error_reason"] is None
+    assert out["top_outlier_empirical"] == pytest.approx(-2.1)
+    assert out["top_outlier_distance"] == pytest.approx(0.1)
+    assert out["outlier_max_distance"] == pytest.approx(0.1)
+    assert out["outlier_mean_distance"] == pytest.approx(0.1)
+    assert (out["n_outliers_theory"], out["n_outliers_empirical"]) == (2, 2)
+    assert match_outliers(np.array([-2.0 + 0j, 2.9 + 0j]), evals)[0].tolist() == [1, 0]
+    given = compare(evals[::-1].copy(), np.zeros(0, dtype=complex), 0.5, 0j, bulk_radius=0.6)
+    assert given["bulk_radius_empirical"] == 0.6
+    assert given["bulk_radius_rel_error"] == pytest.approx(0.2)
+    assert given["top_outlier_empirical"] == 3.0 and given["outlier_max_distance"] == 0.0
+    assert given["outlier_mean_distance"] == 0.0
+    every = compare(evals, np.zeros(0, dtype=complex), 0.5, 0j)  # nothing excluded
+    assert every["bulk_radius_empirical"] == pytest.approx(2.1 + 0.95 * (3.0 - 2.1))
+    single = compare(evals, np.array([2.9 + 0j]), 1.0, 2.9 + 0j)  # one outlier matched too
+    assert single["outlier_max_distance"] == pytest.approx(0.1)
+    assert single["bulk_radius_empirical"] == pytest.approx(0.7071 + 0.96 * (2.1 - 0.7071),
+                                                            abs=1e-4)
+    assert relative_error(1.5, 2.0) == 0.25 and relative_error(-1.0, -2.0) == 0.5
+    assert math.isnan(relative_error(1.0, 0.0)) and math.isnan(relative_error(1.0, math.inf))
+    rot = dense_eigenvalues(torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"^J has non-finite"):
+        dense_eigenvalues(torch.full((2, 2), float("nan")))
+    assert rot.dtype == torch.complex128
+    assert sorted(rot.imag.tolist()) == pytest.approx([-1.0, 1.0])
+    assert rot.real.abs().max() < 1e-12
+    d = torch.linspace(-1.0, 0.5, 50, dtype=torch.float64)
+    d[10] = 4.0
+    top, radius = sparse_eigenvalues(torch.diag(d), 3, 50, 40, seed=0)
+    assert top.dtype == torch.complex128
+    assert sorted(top.real.abs().tolist()) == pytest.approx(sorted(d.abs().tolist())[-3:])
+    assert radius == pytest.approx(float(torch.quantile(d.abs(), 0.99)))
+    assert sparse_eigenvalues(torch.diag(d), 1, 50, 40, seed=0)[0].numel() == 1
+    assert sparse_eigenvalues(torch.diag(d), 50, 50, 40, seed=0)[0].numel() == 48  # k ≤ n − 2
+    j32 = torch.diag(d).float()
+    top32 = sparse_eigenvalues(j32, 3, 50, 40, seed=0)[0]  # ARPACK in float64
+    top64 = sparse_eigenvalues(j32.double(), 3, 50, 40, seed=0)[0]
+    assert torch.allclose(top32.real.sort().values, top64.real.sort().values, rtol=1e-12, atol=0)
+    # a subset of 25 of 50 units keeps the E:I proportion (20 E at |λ| = 0.5, 5 I at 2): its
+    # 99th percentile is 2, rescaled by √(50/25)
+    ei = torch.diag(torch.cat([torch.full((40,), 0.5), torch.full((10,), 2.0)]).double())
+    assert sparse_eigenvalues(ei, 2, 25, 40, seed=0)[1] == pytest.approx(2 * math.sqrt(2))
+    # the subset is drawn from the seed (distinct moduli: another draw moves the radius; the
+    # largest moduli in E, then in I, so that either population's draw shows)
+    for values in (torch.linspace(1.0, 0.1, 50), torch.linspace(0.1, 1.0, 50)):
+        spread = torch.diag(values.double())
+        assert len({sparse_eigenvalues(spread, 1, 10, 40, seed=3)[1] for _ in range(4)}) == 1
+    z = torch.tensor([1.0 + 2.0j, -0.5j], dtype=torch.complex64)
+    packed = pack_eigenvalues(z)
+    assert packed.dtype == torch.float64 and packed.tolist() == [[1.0, 2.0], [0.0, -0.5]]
+    assert torch.equal(unpack_eigenvalues(packed), z.to(torch.complex128))
+    assert unpack_eigenvalues(packed.float()).dtype == torch.complex128
+
+
 def test_a_valid_config_with_zero_theory_radius_runs(tmp_path):
     """g = 0 and ḡ = 0: J = 0, R_th = 0; the run completes and says why R's error is undefined."""
     cfg = compose_config([*RING[:2], "task.n_exc=400", "logger=csv", "callbacks=none",
@@ -445,6 +521,41 @@ def test_theory_rule_on_constructed_spectra():
     assert classify_theory(lam2.real.astype(complex), vec, np.zeros(4, bool), 0.5)[0] == "bump"
     assert classify_theory(np.array([0.9, 0.1, 0.5, 0.5]), vec, np.zeros(4, bool),
                            0.5)[0] == "stable"
+
+
+def test_theory_fields_rule_boundaries_and_the_nyquist_cap():
+    """No λ outside the bulk: stable, λ* the largest Re λ (index 0). R = 1 exactly is chaos.
+    M(0) = diag(1, 0.5) has discriminant 0.25 > 0: real. theory() keeps R of its own (wrapped
+    by default; wide ranges 0.4 make wrapping matter) and 2-D sizes, all 25 vectors of
+    [−2, 2]² twice, and n* = 0 for the k = 0 pair 0.9 ± 3.79i; outliers_tensor is complex128.
+    theory_from_config caps n_max at the Nyquist index (side_inh − 1)//2 = 49 (side 99)."""
+    vec = np.array([[0], [1], [2], [2]])
+    lam = np.array([0.3, 0.2, 0.1 + 0.4j, 0.1 - 0.4j])
+    cplx = np.array([False, False, True, True])
+    assert classify_theory(lam, vec, cplx, 0.6) == ("stable", 0)
+    assert classify_theory(lam, vec, cplx, 1.0)[0] == "chaos"
+    assert classify_theory(np.array([1.0, 0.2, 0.1, 0.1]), vec, np.zeros(4, bool),
+                           0.5)[0] == "global_sync"  # Re λ* = 1 is not below the line
+    diag = {"ee": 1.0, "ie": 0.0, "ei": 0.0, "ii": 0.5}
+    lp, lm, is_c = mode_eigenvalues(np.zeros(1), diag, dict.fromkeys(diag, 0.1))
+    assert (float(lp[0].real), float(lm[0].real), bool(is_c[0])) == (1.0, 0.5, False)
+    gbar = {"ee": 2.8, "ie": 6.0, "ei": -3.0, "ii": -1.0}
+    ranges = dict.fromkeys(gbar, 0.4)
+    n_pop = {"e": 1600, "i": 400}
+    th = theory(gbar, ranges, 0.5, 0.95, n_pop, 2, 2)
+    wrapped = bulk_radius(gbar, ranges, 0.5, 0.95, n_pop, 2, True)
+    assert th.radius == wrapped and th.radius < 0.71
+    assert abs(wrapped - bulk_radius(gbar, ranges, 0.5, 0.95, n_pop, 2, False)) > 1e-3
+    assert abs(wrapped - bulk_radius(gbar, ranges, 0.5, 0.95, n_pop, 1, True)) > 1e-5
+    unwrapped = theory(gbar, ranges, 0.5, 0.95, n_pop, 2, 2, wrapped=False)
+    assert unwrapped.radius == bulk_radius(gbar, ranges, 0.5, 0.95, n_pop, 2, False)
+    assert th.wave_vectors.shape == (50, 2) and th.k_star.tolist() == [0, 0]
+    assert th.lambda_star == pytest.approx(0.9 + 3.79341535j)
+    out = outliers_tensor(th)
+    assert out.dtype == torch.complex128 and np.allclose(out.numpy(), th.outliers)
+    assert np.allclose(sorted(out.numpy().imag), [-3.79341535, 3.79341535])
+    c = Config(preset="wave", dim=1, n_exc=396, range_scale=3.0, n_max_wave=100)
+    assert c.side_inh == 99 and theory_from_config(c).wave_vectors.max() == 49
 
 
 def test_paper_presets_get_the_paper_labels_at_every_size():

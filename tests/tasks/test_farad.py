@@ -22,7 +22,7 @@ from tasks.farad.analysis import (
 )
 from tasks.farad.config import Config
 from tasks.farad.data import FaradData, draw_split, load_digits_raw
-from tasks.farad.metrics import class_recalls, geometric_mean_recall, pearson
+from tasks.farad.metrics import class_prior, class_recalls, geometric_mean_recall, pearson
 from tasks.farad.model import MLP, consistency_loss, cosine_lr, ema_update, pseudo_targets
 from tasks.farad.module import FaradModule, bias_from_logits
 from tasks.farad.references import (
@@ -187,6 +187,15 @@ def test_bias_from_a_reference_with_uniform_logits_is_a_no_op():
     assert not torch.equal((z - b).argmax(-1), z.argmax(-1))
 
 
+def test_bias_from_logits_by_hand():
+    """Two references with logits (0, ln 3) and (0, 0): `logits` averages them, (0, ½ln 3);
+    `log_softmax` averages the per-reference log-probabilities (ln ¼, ln ¾) and (ln ½, ln ½)."""
+    ref = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]], dtype=torch.float64)
+    assert bias_from_logits(ref, "logits").tolist() == pytest.approx([0.0, 0.5 * math.log(3)])
+    expected = [0.5 * (math.log(0.25) + math.log(0.5)), 0.5 * (math.log(0.75) + math.log(0.5))]
+    assert bias_from_logits(ref, "log_softmax").tolist() == pytest.approx(expected)
+
+
 def test_pseudo_label_modes():
     z = torch.tensor([[4.0, 0.0, 0.0], [1.0, 0.9, 0.0]])
     q, mask = pseudo_targets(z, None, "hard", 0.95)
@@ -227,6 +236,18 @@ def test_ema_update_cosine_lr_and_consistency_loss_by_hand():
     loss = consistency_loss(logits, targets, torch.tensor([1.0, 0.0, 1.0]))
     assert float(loss) == pytest.approx((hard + soft) / 3)
     assert float(consistency_loss(logits[:1], targets[:1], torch.ones(1))) == pytest.approx(hard)
+
+
+def test_mask_keeps_a_confidence_equal_to_the_threshold_and_the_smoothed_prior():
+    """Logits (0, 0) give max p = ½: kept at threshold ½ (mask is max p ≥ τ), dropped above.
+    Prior of predictions (0, 0, 1) over 3 classes with smoothing s = 2: (count + 2)/(3 + 3·2)
+    = (4, 3, 2)/9, the absent class 2 included."""
+    z = torch.zeros(1, 2)
+    assert pseudo_targets(z, None, "hard", 0.5)[1].tolist() == [1.0]
+    assert pseudo_targets(z, None, "hard", 0.5 + 1e-6)[1].tolist() == [0.0]
+    prior = class_prior(torch.tensor([0, 0, 1]), 3, smoothing=2.0)
+    assert prior.tolist() == pytest.approx([4 / 9, 3 / 9, 2 / 9])
+    assert class_prior(torch.tensor([0, 0, 1]), 3).tolist() == pytest.approx([3 / 6, 2 / 6, 1 / 6])
 
 
 def test_metrics():

@@ -158,6 +158,35 @@ def test_polar_factor_and_schedule_against_independent_formulas():
     assert torch.allclose(solvers.learned_fraction(rate, 3), 1 - (1 - rate) ** 3)
 
 
+def test_null_mode_step_limit_diag_scaling_and_loss_per_output_by_hand():
+    """Σ = diag(0, 2), b = (1, 1), η = 0.25, T = 3: GD leaves the λ = 0 mode at ηTb = 0.75 (its
+    gradient stays −b) and the λ = 2 mode at (1 − (1 − 0.5)³)/2 = 0.4375, as the dense iteration.
+    ηλ a hair above 1 (η = 1/λ_max from Lanczos) solves the mode in one step, b/λ, not NaN.
+    D^{-1/2}ΣD^{-1/2} of [[4, 2], [2, 9]] is [[1, 1/3], [1/3, 1]]. The loss is the mean over
+    outputs of c − 2aᵀb + aᵀΣa: a = I, Σ = I, b = [[1, 2], [3, 4]], c = (5, 6) give 4 and −1."""
+    sigma = torch.diag(torch.tensor([0.0, 2.0], dtype=F64))
+    b = torch.ones(2, 1, dtype=F64)
+    evals, evecs = torch.linalg.eigh(sigma)
+    got = solvers.gd_closed_form(evals, evecs, b, 0.25, 3)
+    assert torch.allclose(got, torch.tensor([[0.75], [0.4375]], dtype=F64), rtol=1e-12)
+    assert torch.allclose(got, dense_iteration("gd", sigma, b, 3, 0.25, 0.0), rtol=1e-12)
+    # NG on the same Σ with ε = 0.5: the λ = 0 mode gains b/ε per step, T/ε = 6 after 3 steps;
+    # the λ = 2 mode (1 − (0.5/2.5)³)/2 = 0.496
+    ng = solvers.ng_closed_form(evals, evecs, b, 0.5, 3)
+    assert torch.allclose(ng, torch.tensor([[6.0], [0.496]], dtype=F64), rtol=1e-12)
+    assert torch.allclose(ng, dense_iteration("natural_gradient", sigma, b, 3, 0.0, 0.5),
+                          rtol=1e-12)
+    lam = torch.tensor([2.0], dtype=F64)
+    one = solvers.gd_closed_form(lam, torch.ones(1, 1, dtype=F64), b[:1], (1 + 1e-12) / 2.0, 4)
+    assert torch.allclose(one, b[:1] / 2.0, rtol=1e-9)
+    pre = solvers.diag_preconditioned(torch.tensor([[4.0, 2.0], [2.0, 9.0]], dtype=F64))
+    assert torch.allclose(pre, torch.tensor([[1.0, 1 / 3], [1 / 3, 1.0]], dtype=F64))
+    loss = solvers.quadratic_loss(torch.eye(2, dtype=F64), torch.eye(2, dtype=F64),
+                                  torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64),
+                                  torch.tensor([5.0, 6.0], dtype=F64))
+    assert float(loss) == pytest.approx(1.5)
+
+
 def one_feature_problem(b_val: float = 1.0) -> dict[str, torch.Tensor]:
     """Return a hand-made problem with N = m = 1: Σ̂ = Σ = Σ̂_val = 1, b̂ = b = 1, c = 1, and
     the given b_val (the risk of a is c − 2ab + a²)."""

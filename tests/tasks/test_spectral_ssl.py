@@ -229,6 +229,31 @@ def test_penalty_of_a_degenerate_batch_is_zero_with_a_graph():
     assert float(spectral_penalty(torch.ones(4, 8), "kl_uniform")) == 0.0
 
 
+def test_penalty_gates_on_rows_and_per_feature_variance_only():
+    """Two distinct rows are enough: C has rank one, so flat_pr = d·tr(C²)/tr(C)² − 1 = d − 1.
+    Constant columns with different values (no per-feature variance) give 0, finite. A batch
+    of total variance below 1 is penalised like any other (R is scale invariant)."""
+    z2 = torch.tensor([[0.0, 1.0, 2.0, 3.0], [1.0, -1.0, 0.5, 2.0]], dtype=torch.float64)
+    assert float(spectral_penalty(z2, "flat_pr")) == pytest.approx(3.0, rel=1e-12)
+    columns = torch.tensor([[1.0, 2.0, 3.0]] * 5, dtype=torch.float64)
+    assert float(spectral_penalty(columns, "frobenius")) == 0.0
+    z = offset_batch()
+    small = 0.01 * z
+    assert float(small.var(dim=0).sum()) < 1.0
+    assert float(spectral_penalty(small, "flat_pr")) == pytest.approx(float(flat_pr(z)), rel=1e-9)
+    assert float(flat_pr(z)) > 1e-3
+
+
+def test_frobenius_of_a_flat_batch_is_zero_to_float64_roundoff():
+    """d = 12 centred orthonormal columns: C/tr C = I/12 to 1e-16, so ‖C/tr C − I/12‖_F² is
+    ~1e-32; I/12 rounded to float32 (1/12 is not a binary fraction) would leave ~7e-17."""
+    q, _ = torch.linalg.qr(torch.randn(200, 12, generator=torch.Generator().manual_seed(5),
+                                       dtype=torch.float64))
+    q = q - q.mean(0)
+    q, _ = torch.linalg.qr(q)
+    assert float(frobenius(3.0 * q)) < 1e-26
+
+
 # ----------------------------------------------------------------------------- benchmark
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):

@@ -18,7 +18,7 @@ from tasks.two_step_gd import model, theory
 from tasks.two_step_gd.analysis import summarize, term_verdict
 from tasks.two_step_gd.config import Config
 from tasks.two_step_gd.data import TwoStepData, draw
-from tasks.two_step_gd.measure import gap_edge, hadamard_power_overlaps, top_singular
+from tasks.two_step_gd.measure import gap_edge, hadamard_power_overlaps, overlaps, top_singular
 
 QUIET = ["logger=csv", "callbacks=none", "print_results=false"]
 
@@ -141,10 +141,61 @@ def test_top_singular_and_gap_edge_on_a_constructed_spiked_matrix():
     assert gap_edge(torch.linalg.svdvals(noise)[:10])[1] == 0
 
 
+def test_top_singular_triplets_of_a_known_svd_and_the_dense_values():
+    """W = U diag(s) Vᵀ (80 × 60, s = 0.9, 0.5, 0.3, 0.2, 0.1 then 0): the top 3 triplets are
+    (s_i, u_i, v_i) up to a common sign, ‖W‖_F² = Σ s² = 1.2, shape (80, 60); `dense` adds all
+    singular values (zeros included) and reports the top k of them; float32 W works the same.
+    Overlaps: |⟨e_i, u⟩|/‖u‖ of u = (3, 4, 0) are 0.6 and 0.8 (float32 u, float64 vectors)."""
+    gen = torch.Generator().manual_seed(3)
+    u = torch.linalg.qr(torch.randn(80, 5, generator=gen, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(60, 5, generator=gen, dtype=torch.float64))[0]
+    s = torch.tensor([0.9, 0.5, 0.3, 0.2, 0.1], dtype=torch.float64)
+    w = (u * s) @ v.T
+    top = top_singular(w, 3)
+    assert torch.allclose(top.values, s[:3], rtol=1e-10) and top.full is None
+    signs = (top.right * v[:, :3]).sum(0).sign()
+    assert torch.allclose(top.right * signs, v[:, :3], atol=1e-9)
+    assert torch.allclose(top.left * signs, u[:, :3], atol=1e-9)
+    assert top.frob2 == pytest.approx(1.2, rel=1e-12) and top.shape == (80, 60)
+    dense = top_singular(w, 3, method="dense")
+    assert dense.full.shape == (60,) and torch.allclose(dense.full[:5], s, rtol=1e-10)
+    assert torch.allclose(dense.full[5:], torch.zeros(55, dtype=torch.float64), atol=1e-12)
+    assert torch.equal(dense.values, dense.full[:3])
+    single = top_singular(w.float(), 2)
+    assert single.values.dtype == torch.float64
+    assert torch.allclose(single.values, s[:2], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^WtW matvec output has non-finite"):
+        top_singular(w * float("nan"), 2)
+    assert overlaps(torch.eye(3, 2, dtype=torch.float64),
+                    torch.tensor([3.0, 4.0, 0.0])) == pytest.approx([0.6, 0.8])
+    # full rank (bulk + 3 spikes, 300 × 300): the top-10 right vectors match the dense SVD's to
+    # 1e-8 (the Lanczos tolerance 1e-10 on WᵀW; a looser 1e-6 leaves 1e-6 on the bulk ones)
+    noise = torch.randn(300, 300, generator=gen, dtype=torch.float64) / 300**0.5
+    a, b = torch.randn(2, 300, generator=gen, dtype=torch.float64)
+    spiked = noise + 3.0 * torch.outer(a / a.norm(), b / b.norm())
+    ten = top_singular(spiked, 10)
+    ref = torch.linalg.svd(spiked)[2][:10].T
+    sign = (ten.right * ref).sum(0).sign()
+    assert torch.allclose(ten.right * sign, ref, atol=1e-8)
+
+
+def test_gap_edge_boundary_and_minimum_size():
+    """s = (10, 2, 1.5, 1, 0.5, 0): k/2 = 3, spacing (s_3 − s_6)/3 = 0.5, gaps (8, 0.5, 0.5).
+    The first gap counts only when it exceeds factor·spacing: not at factor 16 (8 = 8), at
+    15.9 (m = 1, edge s_2 = 2). Four values are the minimum (three raise)."""
+    s = torch.tensor([10.0, 2.0, 1.5, 1.0, 0.5, 0.0], dtype=torch.float64)
+    assert gap_edge(s, gap_factor=16.0) == (10.0, 0)
+    assert gap_edge(s, gap_factor=15.9) == (2.0, 1)
+    assert gap_edge(torch.tensor([9.0, 1.0, 0.9, 0.8], dtype=torch.float64)) == (1.0, 1)
+    with pytest.raises(ValueError, match=r"^gap_edge needs at least 4 top singular values, got 3"):
+        gap_edge(s[:3])
+
+
 def test_hadamard_power_overlaps():
     a = torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.float64)
     left = torch.stack([a / a.norm(), a**2 / (a**2).norm()], 1)
     assert hadamard_power_overlaps(left, a) == pytest.approx([1.0, 1.0])
+    assert hadamard_power_overlaps(left, a.float()) == pytest.approx([1.0, 1.0])  # cast to left's
 
 
 def null_and_spiked_draws(n_draws: int, width: int = 400,
@@ -258,6 +309,13 @@ def test_outlier_law_on_the_spec_grid():
     assert theory.predicted_extra_strict(0.30, 0.45) == 2
     assert theory.predicted_extra_floor(0.25, 0.0) == 0
     assert theory.term_exponents(0.40, 0.45, 4) == pytest.approx([0.45, 0.35, 0.25, 0.15])
+
+
+def test_strict_count_of_a_vanishing_alpha2_is_zero():
+    """α2 = 5e-10, α1 = 0: the ratio α2/(1/2 − α1) is the slack EPS = 1e-9 itself; every e_k,
+    k ≥ 1, is 5e-10 − k/2 < 0, so no term counts (0, not ⌈0⌉ − 1 = −1)."""
+    assert theory.predicted_extra_strict(0.0, 5e-10) == 0
+    assert theory.predicted_outliers_w2(0.0, 5e-10, strict=True) == 1
 
 
 def test_counts_equal_a_direct_enumeration_of_the_terms():
