@@ -21,6 +21,7 @@ from runner.group_options import check_group_nodes, check_loggers, check_trainer
 from runner.io import atomic_write_json, git_commit, package_versions
 from runner.loggers import build_loggers, finish_wandb
 from runner.quiet import quiet_libraries
+from runner.ranks import is_launched_rank_zero
 from runner.run_dir import check_run_dir, clear_outputs, record_config, recorded_config
 from runner.run_options import check_run_options
 from runner.task_params import build_params, resolved_params
@@ -192,6 +193,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     multirun, overrides, sweep_dir = hydra_context()
     run_dir = Path(cfg.paths.output_dir).resolve()
+    # a SLURM task or torchrun process of rank > 0 (trainer=ddp) trains and writes nothing here
+    writer = is_launched_rank_zero()
+    if not writer:
+        detach_run_dir_log(run_dir)
     fresh = recorded_config(run_dir) is None and not (run_dir / "results.json").exists()
     start_over = False
     user_callbacks: list[Any] | None = None
@@ -202,7 +207,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             load_training_stack()
             user_callbacks = build_callbacks(cfg.get("callbacks"))
         except ConfigError:
-            if fresh:
+            if fresh and writer:
                 discard_fresh_run_dir(run_dir)
             raise
     else:
@@ -225,24 +230,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if multirun:  # a job's config error is recorded in its own (fresh) directory
             check_run_options(cfg)
             start_over = check_run_dir(run_dir, cfg, str(cfg.resume))
-        if start_over:
+        if start_over and writer:
             clear_outputs(run_dir)
-        record_config(run_dir, cfg, overrides)
+        if writer:
+            record_config(run_dir, cfg, overrides)
         params = build_params(cfg.task)
         results["params"] = resolved_params(params)
         check_trainer(cfg.trainer)
-        ckpt_path = resume_checkpoint(run_dir, str(cfg.resume))
+        # starting over: no checkpoint, also on a rank that looks before rank 0 has cleared them
+        ckpt_path = None if start_over else resume_checkpoint(run_dir, str(cfg.resume))
         results["resumed_from"] = ckpt_path
         from runner.attempts import AttemptClock, open_attempt
 
-        open_attempt(run_dir, start, ckpt_path)
+        if writer:
+            open_attempt(run_dir, start, ckpt_path)
         torch.set_num_threads(int(cfg.threads))
         import pytorch_lightning as pl
 
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         module, datamodule = build_task(cfg, params)
         group = f"{cfg.task.name}-{Path(sweep_dir).name}" if sweep_dir else None
-        loggers = build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
+        # rank > 0 logs nothing anyway (Lightning's loggers write on rank 0), but building them
+        # would write the W&B run id and folders
+        loggers = (build_loggers(cfg.get("logger"), run_dir, group, run_name=run_dir.name)
+                   if writer else [])
         if user_callbacks is None:
             user_callbacks = build_callbacks(cfg.get("callbacks"))
         from pytorch_lightning.callbacks import Checkpoint
@@ -310,18 +321,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["wall_time_s"] = time.time() - start
         from runner.attempts import FILE_NAME, total_wall_time, update_attempt
 
-        if (run_dir / FILE_NAME).exists():  # the run got as far as starting an attempt
+        if writer and (run_dir / FILE_NAME).exists():  # the run got as far as an attempt
             # an attempt that did not finish keeps the step of its last checkpoint (AttemptClock)
             step = ({"global_step": results["global_step"]}
                     if results.get("global_step") is not None else {})
             results["attempts"] = update_attempt(run_dir, start, status=results["status"], **step)
             results["wall_time_s"] = total_wall_time(results["attempts"])
-        atomic_write_json(run_dir / "results.json", results)
-        if cfg.get("print_results", True) and results["status"] == "completed":
-            print_results(results, run_dir)
-        else:
-            print(f"run directory: {run_dir}")
+        if writer:  # rank > 0 only returns its results (and raises as rank 0 does)
+            atomic_write_json(run_dir / "results.json", results)
+            if cfg.get("print_results", True) and results["status"] == "completed":
+                print_results(results, run_dir)
+            else:
+                print(f"run directory: {run_dir}")
     return results
+
+
+def detach_run_dir_log(run_dir: Path) -> None:
+    """Close the logging handlers that write into `run_dir` (Hydra's job log): a process of
+    rank > 0 logs to its stderr (submitit's per-task log) instead."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        name = getattr(handler, "baseFilename", None)
+        if name is not None and Path(name).resolve().is_relative_to(run_dir):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def discard_fresh_run_dir(run_dir: Path) -> None:

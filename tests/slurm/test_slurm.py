@@ -275,3 +275,92 @@ def test_a_timed_out_run_is_requeued_max_num_timeout_times_and_resumes(tmp_path,
               f"USR2 at {', '.join(f'{s:.0f}' for s in sigs)} s, attempts end at "
               f"{', '.join(f'{e:.0f}' for e in ends)} s after submission")
     print(f"time-out sweep: {took:.1f} s from submission to the sweep's end")
+
+
+# DDP under SLURM: 2 SLURM tasks on the node, each one process of trainer=ddp (gloo on CPU).
+# optimizer_scaling updates its readouts by hand (manual optimisation, no backward: DDP reduces
+# nothing) from the same full batch on every rank, so each rank computes what a single process
+# computes: the paper metrics are compared exactly
+DDP_RUN = [*TINY_SCALING, "logger=default", "callbacks=default"]
+AUDIT = ROOT / "tests" / "slurm" / "write_audit"  # sitecustomize.py: who writes what
+
+
+def npz_rows(run_dir: Path) -> dict[str, dict]:
+    import numpy as np
+
+    out = {}
+    for path in sorted((run_dir / "spectra").glob("*.npz")):
+        with np.load(path) as data:
+            out[path.name] = {k: data[k] for k in data.files}
+    return out
+
+
+def test_ddp_as_two_slurm_tasks_matches_one_process_and_rank_zero_writes(tmp_path, slurm_env):
+    straight = run_cli([*DDP_RUN, "print_results=false", f"hydra.run.dir={tmp_path / 'straight'}",
+                        *where(tmp_path)], tmp_path, timeout=300, env=slurm_env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    env = {**slurm_env, "PYTHONPATH": f"{AUDIT}{os.pathsep}{slurm_env['PYTHONPATH']}",
+           "SPECTRUM_WRITE_AUDIT_ROOT": str(tmp_path / "multirun"),
+           "SPECTRUM_WRITE_AUDIT_LOG": str(audit)}
+    started = time.time()
+    proc = run_cli(["-m", *SMALL, "hydra.launcher.tasks_per_node=2", "trainer=ddp",
+                    "trainer.devices=2", "trainer.accelerator=cpu", *DDP_RUN, *where(tmp_path)],
+                   tmp_path, timeout=400, env=env)
+    took = time.time() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_dir(tmp_path / "multirun" / "optimizer_scaling")
+    assert f"sweep {sweep}: 1 completed" in proc.stdout, proc.stdout[-2000:]
+    run_dir = sweep / "0"
+    # both SLURM tasks ran, as the two ranks of one DDP run
+    logs = {t: next((sweep / ".submitit").glob(f"*/*_{t}_log.out")).read_text(errors="replace")
+            for t in (0, 1)}
+    assert "global_rank=1(2)" in logs[1] and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1], logs[1]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in (run_dir / "run.log").read_text()
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((run_dir / "results.json").read_text())
+    assert b["status"] == "completed" and b["global_step"] == a["global_step"] == 10
+    assert paper(b) == paper(a)  # exactly: the same numbers
+    assert [x["status"] for x in b["attempts"]] == ["completed"]  # one attempt, one writer
+    assert json.loads((run_dir / "attempts.json").read_text()) == b["attempts"]
+    # metrics.csv: each step's train row once (two writers would append every row twice)
+    rows = [r for r in csv_rows(run_dir) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == list(range(10))
+    assert [r["train/loss"] for r in rows] == [
+        r["train/loss"] for r in csv_rows(tmp_path / "straight") if r.get("train/loss")]
+    # one set of spectra: the same probes, each snapshot step once, the same spectra at them
+    import numpy as np
+
+    ours, theirs = npz_rows(run_dir), npz_rows(tmp_path / "straight")
+    assert sorted(ours) == sorted(theirs) and ours, (sorted(ours), sorted(theirs))
+    for name, arrays in ours.items():
+        for key in [k for k in arrays if k.endswith("__steps")]:
+            values, steps = arrays[key.removesuffix("__steps")], arrays[key].tolist()
+            other_steps = theirs[name][key].tolist()
+            assert steps == sorted(set(steps)) and len(steps) == len(values), (name, key, steps)
+            common = sorted(set(steps) & set(other_steps))
+            assert common, (name, key, steps, other_steps)
+            for step in common:  # the schedule thins itself by wall time: compare shared steps
+                other = theirs[name][key.removesuffix("__steps")][other_steps.index(step)]
+                assert np.array_equal(values[steps.index(step)], other, equal_nan=True)
+    assert sorted(p.name for p in (run_dir / "plots").iterdir()) == sorted(
+        p.name for p in (tmp_path / "straight" / "plots").iterdir())
+    run_id = (run_dir / "checkpoints" / "wandb_run_id").read_text().strip()
+    assert [f.name.rsplit("-", 1)[-1] for f in (run_dir / "wandb").glob("offline-run-*")] == [run_id]
+    # the write audit: every write into the run directory came from SLURM task 0, except Hydra's
+    # job log, which Hydra opens (append) in every task before the job starts (rank 1 closes it
+    # unused: runner/run.py detach_run_dir_log) and the run directory itself (Hydra, the runner)
+    writes = [line.split("\t") for p in audit.glob("*.tsv") for line in p.read_text().splitlines()]
+    in_run = [w for w in writes if Path(w[4]) == run_dir or run_dir in Path(w[4]).parents]
+    by_rank = {rank: [w for w in in_run if w[0] == rank] for rank in {w[0] for w in in_run}}
+    assert set(by_rank) == {"0", "1"}, sorted(by_rank)
+    allowed = [w for w in by_rank["1"] if Path(w[4]) == run_dir
+               or (Path(w[4]) == run_dir / "run.log" and w[2] == "open" and w[3] == "a")]
+    assert by_rank["1"] == allowed, [w for w in by_rank["1"] if w not in allowed]
+    written0 = {Path(w[4]).relative_to(run_dir).parts[0] for w in by_rank["0"]
+                if Path(w[4]) != run_dir}
+    assert {"results.json", "attempts.json", ".hydra", "metrics.csv", "spectra", "plots",
+            "checkpoints", "wandb"} <= written0, sorted(written0)
+    print(f"2-task DDP run through SLURM: {took:.1f} s; rank 1 wrote {len(by_rank['1'])} "
+          f"entries (all allowed), rank 0 {len(by_rank['0'])}")
