@@ -104,3 +104,59 @@ def lora_modules(model: nn.Module) -> dict[str, tuple[LoRAQKV, str, LoRADelta]]:
             for m, delta in mod.deltas.items():
                 out[f"{layer_of(name)}.{m}"] = (mod, m, delta)
     return out
+
+
+# ----------------------------------------------------------------------------- every Linear
+LINEAR_NAMES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # a GPT-2 block's Conv1Ds
+
+
+class LoRALinear(nn.Module):
+    """y = base(x) + s·B(Ax): one low-rank update of a whole linear layer (a transformers
+    Conv1D, y = xW + b with W (d_in, d_out), or an nn.Linear)."""
+
+    def __init__(self, base: nn.Module, delta: LoRADelta) -> None:
+        super().__init__()
+        self.base = base
+        self.delta = delta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.delta(x)
+
+    def base_weight(self) -> torch.Tensor:
+        """Return the frozen W0 as (d_out, d_in) (a Conv1D stores its transpose)."""
+        w = self.base.weight
+        return w if isinstance(self.base, nn.Linear) else w.T
+
+
+def add_lora_linear(transformer: nn.Module, rank: int, scale: float, b_std: float, seed: int,
+                    names: Sequence[str] = LINEAR_NAMES) -> dict[str, LoRADelta]:
+    """Freeze every parameter of `transformer` (a GPT2Model) and wrap each named linear layer
+    of every block (default: all four, the paper's "all linear layers") in a LoRALinear (A, B
+    drawn from a generator seeded with `seed`, blocks and names in order); return
+    {"<layer>.<name>": delta}."""
+    for p in transformer.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(int(seed))
+    out: dict[str, LoRADelta] = {}
+    for layer, block in enumerate(transformer.h):
+        for name in names:
+            parent_name, _, attr = name.rpartition(".")
+            parent = block.get_submodule(parent_name)
+            base = getattr(parent, attr)
+            d_in, d_out = ((base.in_features, base.out_features) if isinstance(base, nn.Linear)
+                           else tuple(base.weight.shape))
+            delta = LoRADelta(d_in, d_out, rank, scale, b_std, gen)
+            setattr(parent, attr, LoRALinear(base, delta))
+            out[f"{layer}.{name}"] = delta
+    return out
+
+
+def linear_lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    """Return {"<layer>.<name>": LoRALinear} of a model adapted by add_lora_linear."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, LoRALinear):
+            parts = name.split(".")
+            at = parts.index("h")
+            out[f"{parts[at + 1]}.{'.'.join(parts[at + 2:])}"] = mod
+    return out

@@ -74,6 +74,7 @@ IN_PROCESS = {  # task: (extra overrides, step to crash at)
     "optimizer_scaling": (["task.optimizer=adam", "task.steps=12"], 7),
     "two_step_gd": ([], 2),
     "ei_network": (["task.mode=infer", "task.infer_steps=20"], 11),
+    "mixat": (["task.defense_steps=6"], 3),  # PAP, GCG (a warm-started suffix bank) and δ steps
 }
 
 

@@ -14,6 +14,14 @@ TINY: dict[str, list[str]] = {
                       "task.d_model=16", "task.n_layers=2", "task.n_heads=2", "task.d_ff=32",
                       "task.n_topics=2", "task.topic_tokens=8", "task.corpus_docs=600",
                       "task.pretrain_steps=5", "task.lipschitz_samples=1"],
+    "mixat": ["task.defense=mixat_gcg", "task.mix_ratio=0.25", "task.gcg_ratio=0.25",
+              "task.hole_gate=False", "task.defense_steps=4", "task.batch_size=16",
+              "task.test_contexts=2", "task.train_contexts=2", "task.n_utility=64",
+              "task.d_model=16", "task.n_layers=1", "task.n_heads=2", "task.d_ff=32",
+              "task.pretrain_docs=600", "task.pretrain_steps=5", "task.sft_docs=600",
+              "task.sft_steps=3", "task.gcg_steps=2", "task.gcg_candidates=8",
+              "task.gcg_train_steps=1", "task.eval_samples=2", "task.pgd_steps=2",
+              "task.pgd_eval_steps=2", "task.hessian_k=2", "task.lora_rank=2"],
 }
 
 if __name__ == "__main__":  # `python tests/tasks/tiny.py NAME` prints the overrides
