@@ -174,11 +174,32 @@ def test_proximal_modes_apply_as_specified_and_pull_toward_theta0(make_cfg, tmp_
                          "task.prox_lambda=1000")
     assert off["prox_applied_steps"] == {"lora": 0, "lin": 0}
     assert always["prox_applied_steps"] == {"lora": 6, "lin": 6}
-    assert 1 <= selective["prox_applied_steps"]["lora"] <= 6
+    # step 0 has θ = θ0, so ⟨∇R̃, θ − θ0⟩ = 0 and the selective term is on there
+    assert selective["prox_applied_steps"]["lora"] >= 1
     for key in ("theta_dist", "theta_dist_lin"):
         assert always[key] < off[key]
     assert always["rel_gap"] < off["rel_gap"]
     assert off["lin_jvp_rel_err"] <= 1e-5  # f0 + J0 δ equals the forward-mode jvp
+
+
+@pytest.mark.parametrize(("grad", "applied"), [(1.0, True), (0.0, True), (-1.0, False)])
+def test_selective_proximal_term_applies_when_the_gradient_points_away_from_theta0(grad,
+                                                                                   applied):
+    """Eq. 8 by hand: θ − θ0 = (2, 0), ∇R̃ = (g, 5), λ = 0.5. ⟨∇R̃, θ − θ0⟩ = 2g: for g = 1 and
+    g = 0 (≥ 0) the gradient becomes ∇R̃ + λ(θ − θ0) = (g + 1, 5); for g = −1 it is left alone."""
+    from types import SimpleNamespace
+
+    from tasks.linearization.module import LinearizationModule
+
+    p = torch.nn.Parameter(torch.tensor([3.0, 1.0]))
+    p.grad = torch.tensor([grad, 5.0])
+    d = torch.tensor([2.0, 0.0])
+    fake = SimpleNamespace(cfg=SimpleNamespace(prox_lambda=0.5, prox_mode="selective"),
+                           prox_pairs=lambda: {"lora": [(p, d)]}, prox_applied={"lora": 0})
+    LinearizationModule.on_before_optimizer_step(fake, None)
+    expected = [grad + 1.0, 5.0] if applied else [grad, 5.0]
+    assert p.grad.tolist() == expected
+    assert fake.prox_applied == {"lora": int(applied)}
 
 
 def test_spectra_callback_logs_the_lora_ntk_drift_and_delta_w(make_cfg, tmp_path):
