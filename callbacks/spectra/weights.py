@@ -138,16 +138,17 @@ def weight_esd(
 
 
 def _ww_entropy(evals: torch.Tensor, n_big: int) -> float:
-    """WeightWatcher's matrix entropy −Σ p log p / log(rank), p = λ/Σλ + 1e-10,
-    rank = #{σ > σ_max · N · ε_float64} (numpy's matrix_rank rule)."""
+    """WeightWatcher's matrix entropy −Σ p log p / log(rank + 1e-10), p = λ/Σλ + 1e-10,
+    rank = #{σ > σ_max · N · ε_float64} (numpy's matrix_rank rule); NaN at rank ≤ 1, where
+    WeightWatcher's value is a ratio of two roundoff terms (e.g. 206 for one nonzero of ten)."""
     sv = evals.clamp(min=0.0).sqrt()
     tol = float(sv.max()) * n_big * torch.finfo(torch.float64).eps
-    rank = int((sv > tol).sum()) + WW_EPSILON
+    rank = int((sv > tol).sum())
     total = float(evals.sum())
-    if total <= 0 or rank <= 1:
+    if total <= 0 or rank <= 1:  # log(rank) = 0: no entropy (WeightWatcher divides by log(1 + ε))
         return float("nan")
     p = evals / total + WW_EPSILON
-    return float(-(p * p.log()).sum() / math.log(rank))
+    return float(-(p * p.log()).sum() / math.log(rank + WW_EPSILON))
 
 
 def esd_metrics(

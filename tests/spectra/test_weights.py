@@ -16,9 +16,10 @@ from callbacks.spectra import (
     weight_esd,
     weight_metrics,
 )
+from callbacks.spectra.weights import _mixed_ok
 
 from .helpers import random_orthogonal
-from .test_powerlaw import reference_fit
+from .test_powerlaw import reference_fit, reference_small_fit
 
 WW_FIXTURE = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "weightwatcher.json").read_text())
@@ -276,3 +277,366 @@ def test_against_frozen_weightwatcher_values(name):
         assert layer["small_n"]["argmin_J"] != layer["small_n"]["argmin_D"]
     for key, expected in frozen_expected(layer).items():
         assert ours[key] == pytest.approx(expected, rel=1e-10, abs=1e-12), (name, key)
+
+
+def test_bad_weight_shapes_and_split_options_name_the_layer():
+    """Each refused input raises ValueError naming the layer, the option and the value."""
+    W = torch.randn(8, 24, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^attn: fused_qkv must be >= 1, got 0$"):
+        weight_esd(W, fused_qkv=0, name="attn")
+    with pytest.raises(ValueError, match=r"^attn: qkv_dim must be 0 or 1, got 2$"):
+        weight_esd(W, fused_qkv=3, qkv_dim=2, name="attn")
+    with pytest.raises(ValueError, match=r"^attn: cannot split dim 0 of shape \(8, 24\) into "
+                                         r"fused_qkv=3 pieces$"):
+        weight_esd(W, fused_qkv=3, qkv_dim=0, name="attn")
+    with pytest.raises(ValueError, match=r"^conv: fused_qkv needs a 2-D weight, got shape "
+                                         r"\(4, 3, 2, 2\)$"):
+        weight_esd(torch.randn(4, 3, 2, 2, dtype=torch.float64), fused_qkv=3, name="conv")
+    with pytest.raises(ValueError, match=r"^w5: weight must be 2-D, 3-D or 4-D, got shape "
+                                         r"\(2, 2, 2, 2, 2\)$"):
+        weight_esd(torch.randn(2, 2, 2, 2, 2, dtype=torch.float64), name="w5")
+    # fused_qkv = 1 (and None) is the whole matrix; qkv_dim = 1 splits the columns
+    torch.testing.assert_close(weight_esd(W, fused_qkv=1), weight_esd(W))
+    ev = weight_esd(W, fused_qkv=3, qkv_dim=1)
+    torch.testing.assert_close(ev[2], weight_esd(W[:, 16:]))
+    # the (3d, d) layout splits its rows by default
+    torch.testing.assert_close(weight_esd(W.T, fused_qkv=3)[1], weight_esd(W[:, 8:16].T))
+
+
+def test_conv1d_slices_have_no_half_factor_and_flatten_or_pool_one_esd(gen):
+    """A 3-D weight (out, in, k) is cut into k slices (out, in) with eigenvalues σ² (the ½ is
+    WeightWatcher's conv2d_norm, for 4-D only); normalize divides by N = max(out, in)."""
+    W = torch.randn(9, 4, 3, generator=gen, dtype=torch.float64)
+    per = [torch.sort(singular_values(W[:, :, t]) ** 2).values for t in range(3)]
+    sl = weight_esd(W, conv="slices")
+    assert sl.shape == (3, 4)
+    for t in range(3):
+        torch.testing.assert_close(sl[t], per[t])
+    torch.testing.assert_close(weight_esd(W), torch.sort(torch.cat(per)).values)
+    torch.testing.assert_close(weight_esd(W, normalize=True), torch.sort(torch.cat(per)).values / 9)
+    W4 = torch.randn(4, 9, 2, 1, generator=gen, dtype=torch.float64)  # out < in: N = 9
+    ev4 = weight_esd(W4, normalize=True, conv="slices")
+    torch.testing.assert_close(ev4[1], 0.5 * torch.sort(singular_values(W4[:, :, 1, 0]) ** 2).values
+                               / 9)
+    svd = weight_esd(W4, conv="slices", method="svd")
+    torch.testing.assert_close(svd, weight_esd(W4, conv="slices"), rtol=1e-10, atol=1e-12)
+    mets = weight_metrics(W4, conv="slices")
+    assert len(mets) == 2 and (mets[0]["N"], mets[0]["M"]) == (9, 4)
+    assert mets[1]["lambda_max"] == pytest.approx(float(svd[1, -1]), rel=1e-10)
+    with pytest.raises(ValueError, match=r"^method='qr' is not allowed; allowed values: "
+                                         r"\['gram', 'svd'\]$"):
+        weight_esd(W, method="qr")
+    with pytest.raises(ValueError, match=r"^conv='fft' is not allowed; allowed values: "
+                                         r"\['pool', 'slices', 'flatten'\]$"):
+        weight_esd(W, conv="fft")
+    # normalize divides by N = max(out, in), not by the number of slices (25 > N = 4 here)
+    W25 = torch.randn(4, 3, 5, 5, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(weight_esd(W25, normalize=True, conv="slices"),
+                               weight_esd(W25, conv="slices") / 4)
+
+
+def test_degenerate_spectra_metrics():
+    """A zero spectrum has log norms −inf, stable rank 0 and no entropy; a rank-one one has
+    entropy NaN (log rank = 0) and stable rank 1; min_tail and evals_thresh reach the fit."""
+    z = esd_metrics(torch.zeros(10, dtype=torch.float64), 20, 10)
+    assert z["log_norm"] == float("-inf") and z["log_spectral_norm"] == float("-inf")
+    assert z["stable_rank"] == 0.0 and math.isnan(z["entropy"]) and math.isnan(z["alpha"])
+    assert math.isnan(z["log_alpha_norm"]) and math.isnan(z["alpha_weighted"])
+    one = esd_metrics(torch.tensor([0.0] * 9 + [4.0], dtype=torch.float64), 20, 10)
+    assert one["stable_rank"] == 1.0 and math.isnan(one["entropy"])
+    assert one["log_spectral_norm"] == pytest.approx(math.log10(4.0))
+    ev = torch.cat([torch.linspace(1e-6, 5e-6, 6), torch.linspace(0.5, 3.0, 14)]).double()
+    m = esd_metrics(ev, 40, 20)
+    assert m["xmin"] > 5e-6  # the six values under WeightWatcher's 1e-5 are not fitted
+    low = esd_metrics(ev, 40, 20, evals_thresh=1e-7)
+    assert low["xmin"] != m["xmin"] or low["alpha"] != m["alpha"]
+    alpha, xmin, _, n_tail = reference_small_fit(ev)  # 14 values > 1e-5: the small-N rule
+    assert (m["alpha"], m["xmin"], m["n_tail"]) == (pytest.approx(alpha, rel=1e-10),
+                                                    pytest.approx(xmin, rel=1e-12), n_tail)
+    wide = esd_metrics(ev, 40, 20, min_tail=12)
+    assert wide["n_tail"] >= 12
+    # N and M are taken as (max, min) of the two given sizes
+    assert esd_metrics(ev, 20, 40)["N"] == 40.0
+    with pytest.raises(ValueError, match="spec"):
+        esd_metrics(torch.tensor([1.0, float("nan")]), 4, 2, name="spec")
+
+
+def test_iter_weight_matrices_size_filters_and_class_names():
+    """min_evals ≤ M·rf ≤ max_evals and N ≤ max_n decide, rf the kernel size; a class whose name
+    contains conv1d (transformers' Conv1D) counts, a 1-D weight does not."""
+
+    class Conv1D(nn.Module):  # the transformers GPT-2 layer: weight (in, out)
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 48))
+
+    class ScaleOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(16))
+
+    model = nn.Sequential(nn.Linear(10, 8), nn.Linear(10, 7), nn.Conv2d(2, 4, 2), Conv1D(),
+                          ScaleOnly(), nn.Conv1d(3, 5, 3), nn.Linear(200, 9))
+    # M·rf: 8, 7, 2·4 = 8, 16, –, 3·3 = 9, 9
+    assert [n for n, _ in iter_weight_matrices(model)] == ["0", "2", "3", "5", "6"]
+    assert [n for n, _ in iter_weight_matrices(model, min_evals=9)] == ["3", "5", "6"]
+    assert [n for n, _ in iter_weight_matrices(model, max_evals=8)] == ["0", "2"]
+    assert [n for n, _ in iter_weight_matrices(model, max_n=199)] == ["0", "2", "3", "5"]
+    assert [n for n, _ in iter_weight_matrices(model, max_n=200)][-1] == "6"
+    for _, w in iter_weight_matrices(model):
+        assert not w.requires_grad  # detached views
+
+
+def test_model_weight_spectra_options_reach_every_layer(gen):
+    """conv="flatten", method="svd", precision="float32" (no fallback), min_tail and
+    max_evals / min_evals are passed on; layers of equal shape but another dtype are not
+    stacked together; bad options name the key."""
+    model = nn.Sequential(nn.Linear(40, 30), nn.Linear(40, 30).double(), nn.Conv2d(3, 10, 2))
+    flat = model_weight_spectra(model, conv="flatten", precision="float64")
+    w2 = model[2].weight.detach().double()
+    torch.testing.assert_close(flat["2"][0], torch.sort(singular_values(w2.reshape(10, -1)) ** 2)
+                               .values)
+    assert (flat["2"][1]["N"], flat["2"][1]["M"]) == (12, 10)
+    pooled = model_weight_spectra(model, precision="float64")
+    torch.testing.assert_close(pooled["2"][0], weight_esd(w2))
+    assert (pooled["2"][1]["N"], pooled["2"][1]["M"]) == (10, 3)
+    for nm in ("0", "1"):
+        w = model[int(nm)].weight.detach().double()
+        torch.testing.assert_close(pooled[nm][0].double(), weight_esd(w), rtol=1e-10, atol=1e-12)
+    svd = model_weight_spectra(model, method="svd", precision="float64")
+    torch.testing.assert_close(svd["1"][0], pooled["1"][0], rtol=1e-10, atol=1e-12)
+    f32 = model_weight_spectra(model, precision="float32")
+    assert f32["0"][0].dtype == torch.float32 and f32["1"][0].dtype == torch.float32
+    auto = model_weight_spectra(model)
+    assert auto["1"][0].dtype == torch.float64  # float64 weights stay float64 under "auto"
+    assert auto["0"][0].dtype == torch.float32
+    tail = model_weight_spectra(model, min_tail=25, precision="float64")
+    assert tail["0"][1]["n_tail"] >= 25 and pooled["0"][1]["n_tail"] < 25
+    assert list(model_weight_spectra(model, min_evals=11)) == ["0", "1", "2"]
+    assert list(model_weight_spectra(model, max_evals=29)) == ["2"]
+    assert list(model_weight_metrics(model, max_evals=29)) == ["2"]
+    with pytest.raises(ValueError, match=r"^conv='slices' is not allowed; allowed values: "
+                                         r"\['pool', 'flatten'\]$"):
+        model_weight_spectra(model, conv="slices")
+    with pytest.raises(ValueError, match=r"^precision='half' is not allowed; allowed values: "
+                                         r"\['auto', 'float32', 'float64'\]$"):
+        model_weight_spectra(model, precision="half")
+
+
+def test_svd_method_resolves_what_the_gram_loses(gen):
+    """σ = 1e-9 beside σ = 1: the float64 Gram's eigenvalue carries an absolute error ~1e-16,
+    above σ² = 1e-18 (it comes out 0 after the clamp); method="svd" squares the singular
+    value."""
+    s = torch.tensor([1.0, 0.5, 1e-9], dtype=torch.float64)
+    W = matrix_with_singular_values(20, 3, s, gen)
+    assert float(weight_esd(W, method="svd")[0]) == pytest.approx(1e-18, rel=1e-4, abs=0)
+    assert float(weight_esd(W, method="gram")[0]) != pytest.approx(1e-18, rel=0.5, abs=0)  # 0 here
+
+
+def test_fused_split_counts_and_square_default_axis(gen):
+    """fused_qkv = 2 splits in two; a square fused matrix splits its rows (dim 0) by default."""
+    W = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    two = weight_esd(W, fused_qkv=2)
+    assert two.shape == (2, 6)
+    torch.testing.assert_close(two[1], weight_esd(W[6:]))
+    torch.testing.assert_close(weight_esd(W, fused_qkv=3)[0], weight_esd(W[:4]))
+
+
+def test_mixed_precision_acceptance_rule_at_its_boundaries():
+    """_mixed_ok keeps a float32 ESD unless λ_max ≤ 0, λ_min ≤ (√λ_max · N · ε₆₄)² (the rank
+    tolerance) or xmin ≤ 100 · M · ε₃₂ · λ_max; each boundary tested at equality and past it."""
+    e32, e64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+    N = 50
+    lam = 4.0
+    tol2 = (math.sqrt(lam) * N * e64) ** 2
+    ev = torch.tensor([1.0, 2.0, 3.0, lam], dtype=torch.float64)
+    floor = 4 * e32 * lam
+    assert _mixed_ok(ev, N, 1.0)
+    assert _mixed_ok(ev, N, float("nan")) and _mixed_ok(ev, N, float("inf"))
+    assert not _mixed_ok(ev, N, 100.0 * floor)  # at the xmin bound
+    assert _mixed_ok(ev, N, 100.0 * floor * (1 + 1e-9))
+    assert not _mixed_ok(ev, N, 100.5 * floor / 1.01)  # 99.5 · floor
+    at = torch.tensor([tol2, 2.0, 3.0, lam], dtype=torch.float64)
+    assert not _mixed_ok(at, N, 1.0)  # λ_min at the rank tolerance
+    assert _mixed_ok(torch.tensor([tol2 * 1.01, 2.0, 3.0, lam], dtype=torch.float64), N, 1.0)
+    # only λ_min decides (λ_2 far above it); λ_max is the last value, not the one before it
+    assert not _mixed_ok(torch.tensor([0.0, 2.0, 3.0, lam], dtype=torch.float64), N, 1.0)
+    big = torch.tensor([1.0, 1.0, 1.0, 1e6], dtype=torch.float64)  # floor from λ_max = 1e6
+    assert not _mixed_ok(big, N, 100.0 * 4 * e32 * 1e6 * 0.99)
+    assert _mixed_ok(torch.tensor([1e-20, 1e-20, 1e-20, 1e-3], dtype=torch.float64), 2, 1.0)
+    assert not _mixed_ok(torch.zeros(4, dtype=torch.float64), N, 1.0)
+    assert not _mixed_ok(torch.tensor([-1.0, -0.5], dtype=torch.float64), N, 1.0)
+    assert _mixed_ok(torch.tensor([0.25, 0.5], dtype=torch.float64), N, 0.3)  # λ_max < 1
+
+
+def test_entropy_rank_rule_and_scale():
+    """Rank by σ > σ_max·N·ε₆₄ on √λ of the ESD itself (no clamp at 1); entropy of p ∝ λ
+    is scale free (a total below 1 is fine); rank 2 is allowed (log 2 > 0)."""
+    flat_small = esd_metrics(torch.full((5,), 0.1, dtype=torch.float64), 10, 5)  # total 0.5
+    assert flat_small["entropy"] == pytest.approx(1.0, abs=1e-8)
+    assert flat_small["log_norm"] == pytest.approx(math.log10(0.5), rel=1e-12)
+    assert flat_small["stable_rank"] == pytest.approx(5.0, rel=1e-12)
+    two = esd_metrics(torch.tensor([0.0, 0.0, 0.25, 0.25], dtype=torch.float64), 10, 4)
+    assert two["entropy"] == pytest.approx(1.0, abs=1e-7)  # rank 2: p = (½, ½)
+    # 1e-30 has σ = 1e-15 < σ_max · N · ε₆₄ = 1 · 100 · 2.2e-16: not counted in the rank
+    tiny = esd_metrics(torch.tensor([1e-30, 1.0, 1.0], dtype=torch.float64), 100, 3)
+    assert tiny["entropy"] == pytest.approx(1.0, abs=1e-7)
+
+
+def test_weight_metrics_passes_its_options_to_the_esd(gen):
+    """normalize, method, qkv_dim, min_tail reach the ESD and the fit."""
+    W = torch.randn(60, 20, generator=gen, dtype=torch.float64)
+    plain, norm = weight_metrics(W), weight_metrics(W, normalize=True)
+    assert norm["log_norm"] == pytest.approx(plain["log_norm"] - math.log10(60), rel=1e-10)
+    assert norm["alpha"] == pytest.approx(plain["alpha"], rel=1e-9)
+    s = torch.tensor([1.0, 0.5, 1e-9], dtype=torch.float64)
+    Wi = matrix_with_singular_values(20, 3, s, gen)  # the Gram loses σ² = 1e-18, svd keeps it
+    e_svd = weight_metrics(Wi, method="svd")["entropy"]
+    e_gram = weight_metrics(Wi)["entropy"]
+    p = torch.tensor([1e-18, 0.25, 1.0], dtype=torch.float64) / 1.25 + 1e-10
+    assert e_svd == pytest.approx(float(-(p * p.log()).sum() / math.log(3)), rel=1e-9)
+    assert e_gram != pytest.approx(e_svd, rel=1e-3)
+    F = torch.randn(10, 30, generator=gen, dtype=torch.float64)
+    rows = weight_metrics(F, fused_qkv=3, qkv_dim=1)
+    assert rows[2]["log_norm"] == pytest.approx(math.log10(float(F[:, 20:].square().sum())))
+    assert rows[0]["M"] == 10
+    assert weight_metrics(W, min_tail=15)["n_tail"] >= 15 > plain["n_tail"]
+    sl = weight_metrics(torch.randn(20, 9, 2, 1, generator=gen, dtype=torch.float64),
+                        conv="slices", min_tail=8)
+    assert min(m["n_tail"] for m in sl) >= 8
+    with pytest.raises(ValueError, match=r"^weight has non-finite entries \(1 NaN"):
+        weight_metrics(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
+
+
+def test_iter_weight_matrices_default_bounds_and_module_kinds():
+    """WeightWatcher's defaults at equality: M·rf = 8 and 15000 kept, 15001 not; N = 50000
+    kept, 50001 not. A subclass of nn.Linear counts whatever its name; a module of another
+    kind with a 2-D weight does not; a container named like a layer without a weight is passed
+    over; a layer-named module with a 1-D or no weight is skipped."""
+
+    class Dense(nn.Linear):
+        pass
+
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 16))
+
+    class LinearStack(nn.Module):  # a "linear" container: no weight of its own
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(16, 12)
+
+    class LinearScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(16))
+
+    class EmbeddingLike(nn.Module):
+        weight = None
+
+    model = nn.ModuleDict({
+        "m8": nn.Linear(20, 8), "dense": Dense(16, 12), "gate": Gate(), "stack": LinearStack(),
+        "scale": LinearScale(), "none": EmbeddingLike(),
+        "k15000": nn.Conv1d(1, 8, 15000, bias=False), "k15001": nn.Conv1d(1, 8, 15001, bias=False),
+        "n50000": nn.Linear(50000, 8, bias=False), "n50001": nn.Linear(50001, 8, bias=False),
+    })
+    names = [n for n, _ in iter_weight_matrices(model)]
+    assert names == ["m8", "dense", "stack.inner", "k15000", "n50000"]
+
+
+def test_model_weight_spectra_pattern_tied_and_bad_layers(gen):
+    """pattern and skip_tied are passed on (model_weight_metrics too); float32 precision keeps a
+    low-rank layer in float32 (no fallback); method="svd" reaches 2-D layers; a NaN layer is
+    refused with its module name."""
+    emb, head = nn.Embedding(40, 16), nn.Linear(16, 40, bias=False)
+    head.weight = emb.weight
+    model = nn.Sequential(emb, nn.Linear(16, 16), head)
+    assert list(model_weight_spectra(model)) == ["0", "1", "2"]
+    assert list(model_weight_spectra(model, skip_tied=True)) == ["0", "1"]
+    assert list(model_weight_spectra(model, pattern="^[12]$")) == ["1", "2"]
+    assert list(model_weight_metrics(model, "^[12]$", skip_tied=True)) == ["1", "2"]
+    low = nn.Sequential(nn.Linear(48, 48))
+    with torch.no_grad():
+        low[0].weight.copy_(torch.randn(48, 4, generator=gen) @ torch.randn(4, 48, generator=gen))
+    assert model_weight_spectra(low, precision="float32")["0"][0].dtype == torch.float32
+    assert model_weight_spectra(low)["0"][0].dtype == torch.float64  # the fallback under auto
+    s = torch.cat([torch.tensor([1e-9], dtype=torch.float64), torch.linspace(0.5, 2, 9).double()])
+    ill = nn.Sequential(nn.Linear(10, 30).double())
+    with torch.no_grad():
+        ill[0].weight.copy_(matrix_with_singular_values(30, 10, s, gen))
+    ev = model_weight_spectra(ill, method="svd")["0"][0]
+    assert float(ev[0]) == pytest.approx(1e-18, rel=1e-4, abs=0)
+    conv = nn.Sequential(nn.Conv2d(3, 10, 2).double())
+    with torch.no_grad():
+        conv[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^0 has non-finite entries \(1 NaN"):
+        model_weight_spectra(conv)
+
+
+def test_metrics_details_left_by_the_first_mutation_runs(gen):
+    """The MP fit's σ² and edge are those of mp_bulk_fit on the same ESD; float32 eigenvalues are
+    analysed in float64; the entropy divides by log(rank + 1e-10) exactly; weight_metrics hands
+    its name, qkv_dim and min_tail to every piece; default names in the messages."""
+    from callbacks.spectra import mp_bulk_fit
+
+    W = torch.randn(80, 30, generator=gen, dtype=torch.float64)
+    ev = weight_esd(W)
+    m = esd_metrics(ev, 80, 30)
+    sigma2, edge, spikes = mp_bulk_fit(ev, 80, 30)
+    assert (m["mp_sigma2"], m["mp_edge"], m["num_spikes"]) == (sigma2, edge, float(spikes))
+    ev32 = ev.float()
+    m32, m64 = esd_metrics(ev32, 80, 30), esd_metrics(ev32.double(), 80, 30)
+    for key in ("entropy", "log_alpha_norm", "alpha", "stable_rank"):
+        assert m32[key] == m64[key], key
+    two = esd_metrics(torch.tensor([0.0, 0.0, 0.25, 0.25], dtype=torch.float64), 10, 4)
+    p = torch.tensor([0.0, 0.0, 0.5, 0.5], dtype=torch.float64) + 1e-10
+    assert two["entropy"] == pytest.approx(float(-(p * p.log()).sum()) / math.log(2 + 1e-10),
+                                           rel=1e-13, abs=0)
+    F = torch.randn(12, 36, generator=gen, dtype=torch.float64)
+    rows = weight_metrics(F, fused_qkv=3, qkv_dim=0)  # three (4, 36) pieces, not (12, 12)
+    assert (rows[1]["N"], rows[1]["M"]) == (36, 4)
+    assert rows[1]["log_norm"] == pytest.approx(math.log10(float(F[4:8].square().sum())))
+    whole = weight_metrics(torch.randn(10, 30, generator=gen, dtype=torch.float64), fused_qkv=3)
+    assert (whole[0]["N"], whole[0]["M"]) == (10, 10)
+    with pytest.raises(ValueError, match=r"^attn: fused_qkv must be >= 1, got 0$"):
+        weight_metrics(F, fused_qkv=0, name="attn")
+    with pytest.raises(ValueError, match=r"^conv: fused_qkv needs a 2-D weight"):
+        weight_esd(torch.randn(4, 3, 2, 2, dtype=torch.float64), fused_qkv=2, name="conv")
+    C = torch.randn(30, 20, 2, 1, generator=gen, dtype=torch.float64)
+    sl, sl15 = weight_metrics(C, conv="slices"), weight_metrics(C, conv="slices", min_tail=15)
+    assert all(a["n_tail"] < 15 <= b["n_tail"] for a, b in zip(sl, sl15, strict=True))
+    with pytest.raises(ValueError, match=r"^evals has non-finite entries"):
+        esd_metrics(torch.tensor([1.0, float("nan")]), 4, 2)
+    with pytest.raises(ValueError, match=r"^weight has non-finite entries"):
+        weight_esd(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
+
+
+def test_model_weight_spectra_conv1d_fallback_and_conv_options(gen):
+    """A Conv1d layer (3-D weight) goes through weight_esd, not the 2-D stack; M = 8 is kept by
+    default; the float64 fallback keeps min_tail; method and precision reach conv layers; a
+    tied weight before other layers does not end the listing."""
+    model = nn.Sequential(nn.Linear(20, 8), nn.Conv1d(4, 9, 3), nn.Linear(48, 48),
+                          nn.Conv2d(3, 10, 2)).double()
+    with torch.no_grad():
+        model[2].weight.copy_(torch.randn(48, 30, generator=gen, dtype=torch.float64)
+                              @ torch.randn(30, 48, generator=gen, dtype=torch.float64))
+    out = model_weight_spectra(model)
+    assert list(out) == ["0", "1", "2", "3"]
+    torch.testing.assert_close(out["1"][0], weight_esd(model[1].weight.detach()))
+    assert (out["1"][1]["N"], out["1"][1]["M"]) == (9, 4)
+    f32 = model_weight_spectra(model.float(), precision="float32")
+    assert f32["3"][0].dtype == torch.float32 and f32["1"][0].dtype == torch.float32
+    low = model_weight_spectra(model, min_tail=20)  # layer 2: rank 30, float32 → float64 fallback
+    assert low["2"][0].dtype == torch.float64 and low["2"][1]["n_tail"] >= 20
+    conv = nn.Sequential(nn.Conv2d(2, 12, (2, 1)).double())
+    s = torch.cat([torch.tensor([1e-9], dtype=torch.float64), torch.linspace(0.5, 2, 1).double()])
+    with torch.no_grad():
+        for i in range(2):
+            conv[0].weight[:, :, i, 0] = matrix_with_singular_values(12, 2, s, gen)
+    ev = model_weight_spectra(conv, method="svd", min_evals=1)["0"][0]
+    assert float(ev[0]) == pytest.approx(0.5e-18, rel=1e-4, abs=0)  # σ² · ½ (conv2d_norm)
+    emb, head = nn.Embedding(40, 16), nn.Linear(16, 40, bias=False)
+    head.weight = emb.weight
+    tied = nn.Sequential(emb, head, nn.Linear(16, 16))
+    assert [n for n, _ in iter_weight_matrices(tied, skip_tied=True)] == ["0", "2"]
