@@ -113,11 +113,12 @@ def _structured_pass(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, 
             mods = list(owners)
             zs = [captured[m][1] for m in mods]
             E = torch.eye(C, dtype=f.dtype, device=f.device)[:, None, :].expand(C, n, C)
-            try:
+            try:  # the graph is kept: a failed batched backward may have freed part of it
                 deltas = torch.autograd.grad(
-                    f, zs, grad_outputs=E, is_grads_batched=True, allow_unused=True
+                    f, zs, grad_outputs=E, is_grads_batched=True, allow_unused=True,
+                    retain_graph=True,
                 )
-            except RuntimeError:
+            except RuntimeError:  # an op without a batching rule: one backward per output
                 per_c = [
                     torch.autograd.grad(
                         f, zs, grad_outputs=E[c], retain_graph=True, allow_unused=True
