@@ -144,6 +144,7 @@ TASK_TESTS: dict[str, list[str]] = {
     "ei_network/spectrum": [
         f"{EI}::test_compare_and_the_eigenvalue_helpers_by_hand",
         f"{EI}::test_compare_with_a_zero_theory_radius_is_nan_with_a_reason",
+        f"{EI}::test_sparse_bulk_radius_draws_e_and_i_units_in_proportion",
         f"{EI}::test_outliers_are_the_eigenvalues_of_the_mean_matrix"],
 }
 # module -> the only functions whose mutants are run (all of the file's when absent): the math,

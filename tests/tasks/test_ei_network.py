@@ -951,3 +951,23 @@ def test_coarse_phase_grid_agrees_at_least_80_percent(tmp_path):
     table = _sweep("ei_network/phase_coarse", tmp_path, [])
     assert len(table) == 49
     assert table["match"].mean() >= 0.8, table[~table["match"]]
+
+
+def test_sparse_bulk_radius_draws_e_and_i_units_in_proportion():
+    """The subset radius keeps the E : I proportion: with 990 E units of |λ| = 1 and 10 I units
+    of |λ| = 3 on the diagonal, a 100-unit subset holds m_e = 99 E units and 1 I unit, so the
+    99th percentile of its 100 values (position 99·0.99 = 98.01) is 1 + 0.01·(3 − 1) = 1.02,
+    rescaled by √(N/m) = √10. A subset with more I units (≥ 2 of 100) gives 3·√10, the
+    whole matrix 1 (991 E units) or 1.02 (990)."""
+    from tasks.ei_network.spectrum import BULK_QUANTILE, sparse_eigenvalues
+
+    assert BULK_QUANTILE == 0.99
+    d = torch.cat([torch.ones(990), torch.full((10,), 3.0)]).double()
+    top, radius = sparse_eigenvalues(torch.diag(d), k=2, subset=100, n_exc=990, seed=3)
+    assert radius == pytest.approx(1.02 * math.sqrt(10.0), rel=1e-12)
+    np.testing.assert_allclose(np.abs(top.numpy()), [3.0, 3.0], rtol=1e-8)
+    # 991 E units: m_e = round(99.1) = 99, again one I unit in the subset (1.02), while the
+    # whole matrix's 99th percentile is 1 (991 of its 1000 values): the radius is the subset's
+    d = torch.cat([torch.ones(991), torch.full((9,), 3.0)]).double()
+    _, radius = sparse_eigenvalues(torch.diag(d), k=2, subset=100, n_exc=991, seed=3)
+    assert radius == pytest.approx(1.02 * math.sqrt(10.0), rel=1e-12)
