@@ -82,6 +82,7 @@ SSL = "tests/tasks/test_spectral_ssl.py"
 FA = "tests/tasks/test_farad.py"
 TS = "tests/tasks/test_two_step_gd.py"
 EI = "tests/tasks/test_ei_network.py"
+LI = "tests/tasks/test_linearization.py"
 # <task>/<module> (tasks/<task>/<module>.py) -> its fast unit tests (node ids: no Trainer runs, so
 # each mutant runs in seconds; the end-to-end smoke tests of each task stay out)
 TASK_TESTS: dict[str, list[str]] = {
@@ -146,6 +147,14 @@ TASK_TESTS: dict[str, list[str]] = {
         f"{EI}::test_compare_with_a_zero_theory_radius_is_nan_with_a_reason",
         f"{EI}::test_sparse_bulk_radius_draws_e_and_i_units_in_proportion",
         f"{EI}::test_outliers_are_the_eigenvalues_of_the_mean_matrix"],
+    "linearization/kernels": [
+        f"{LI}::test_closed_form_is_exact_for_a_linear_model",
+        f"{LI}::test_the_weyl_check_flags_a_block_that_is_not_positive_semidefinite",
+        f"{LI}::test_task_kernels_equal_explicit_jacobian_contractions",
+        f"{LI}::test_condition_numbers_use_eigenvalue_magnitudes_and_the_ridge",
+        f"{LI}::test_lipschitz_profile_is_the_mean_and_max_jacobian_change_over_r",
+        f"{LI}::test_weyl_check_and_spectrum_numbers_by_hand",
+        f"{LI}::test_closed_form_in_float64_from_float32_inputs_and_the_kernel_set_jacobian"],
 }
 # module -> the only functions whose mutants are run (all of the file's when absent): the math,
 # not the Lightning hooks, plotting or I/O of the same file
@@ -153,6 +162,8 @@ FUNCTIONS: dict[str, list[str]] = {
     "farad/model": ["ema_update", "cosine_lr", "pseudo_targets", "consistency_loss"],
     "farad/module": ["bias_from_logits"],
     "two_step_gd/measure": ["top_singular", "gap_edge", "overlaps", "hadamard_power_overlaps"],
+    "linearization/kernels": ["kernel_set", "spectrum_numbers", "weyl_check",
+                              "closed_form_predictions", "lipschitz_profile"],
 }
 MODULES = [*TESTS, *TASK_TESTS]
 

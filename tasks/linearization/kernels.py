@@ -156,7 +156,8 @@ def closed_form_predictions(theta: torch.Tensor, f0: torch.Tensor, y: torch.Tens
     """Return f0 + Θ(Θ + λI)⁻¹(y − f0), the train predictions of the linearized model at the
     optimum of Σ_i ½‖f_lin(x_i) − y_i‖² + (λ/2)‖θ − θ0‖² (Θ (n·C, n·C), f0 and y (n, C))."""
     theta = theta.to(torch.float64)
-    r = (y - f0).to(torch.float64).reshape(-1)
+    f0 = f0.to(torch.float64)
+    r = (y.to(torch.float64) - f0).reshape(-1)  # the residual in float64, not the inputs' dtype
     eye = torch.eye(theta.shape[0], dtype=torch.float64, device=theta.device)
     alpha = torch.linalg.solve(theta + lam * eye, r)
-    return f0.to(torch.float64) + (theta @ alpha).reshape(f0.shape)
+    return f0 + (theta @ alpha).reshape(f0.shape)

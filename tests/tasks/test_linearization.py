@@ -4,6 +4,7 @@ Jacobians, the cached backbone, the proximal modes, the spectra callback and bad
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -334,3 +335,93 @@ def test_claim3_kappa_at_init_predicts_train_loss_and_test_accuracy(tmp_path, ke
         assert row["seeds"] >= 3
         assert row["rho(log κ, final_train_loss)"] >= analysis.CLAIM3["final_train_loss"]
         assert row["rho(log κ, test_acc)"] <= analysis.CLAIM3["test_acc"]
+
+
+def test_lipschitz_profile_is_the_mean_and_max_jacobian_change_over_r():
+    """Algorithm 1 by hand: for r and each draw v ~ N(0, I) over the LoRA parameters (one
+    generator seeded with `seed`, drawn parameter by parameter in order), θ = θ0 + r·v/‖v‖ with ‖v‖
+    over all of them, ratio = ‖J(θ) − J(θ0)‖_F / r; L_avg is the mean and L_upper the max of the
+    ratios at that r. θ0 is restored afterwards."""
+    model, x, _ = tiny_probe("logits")
+    named = lora_named_parameters(model)
+    theta0 = [p.detach().clone() for _, p in named]
+    J0, _ = kernels.lora_jacobian(model, x)
+    radii = [0.05, 0.4]
+    avg, upper = kernels.lipschitz_profile(model, x, radii, samples=3, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    for k, r in enumerate(radii):
+        ratios = []
+        for _ in range(3):
+            v = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in theta0]
+            norm = float(torch.sqrt(sum((t * t).sum() for t in v)))
+            with torch.no_grad():
+                for (_, p), p0, t in zip(named, theta0, v, strict=True):
+                    p.copy_(p0 + r * t / norm)
+            J, _ = kernels.lora_jacobian(model, x)
+            ratios.append(float(torch.linalg.vector_norm(J - J0)) / r)
+        assert avg[k] == pytest.approx(sum(ratios) / 3, rel=1e-10)
+        assert upper[k] == pytest.approx(max(ratios), rel=1e-10)
+        assert upper[k] > avg[k] > 0
+    with torch.no_grad():
+        for (_, p), p0 in zip(named, theta0, strict=True):
+            p.copy_(p0)
+    kernels.lipschitz_profile(model, x, [1.0], samples=1, seed=0)
+    for (_, p), p0 in zip(named, theta0, strict=True):
+        assert torch.equal(p.detach(), p0)
+
+
+def test_weyl_check_and_spectrum_numbers_by_hand():
+    """Diagonal blocks A = diag(1, 2, 4), −0.3·I, +0.1·I: Θ_S along the path is A, A − 0.3I,
+    A − 0.2I, so μ_min goes 1 → 0.7 → 0.8; the −0.3 step breaks μ_i(Θ_S) ≤ μ_i(Θ_{S∪l}) by 0.3
+    (kept as the running max when the next step is fine) and μ_min's monotonicity by 0.3, both
+    divided by μ_max(Θ_all) = 3.8. spectrum_numbers of diag(4, 1, 0.5): μ's, trace 5.5,
+    κ = 8 (λ = 0 by default), exp-entropy rank, κ = inf when singular; float32 input is analysed
+    in float64."""
+    eye = torch.eye(3, dtype=torch.float64)
+    A = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    w = kernels.weyl_check([A, -0.3 * eye, 0.1 * eye])
+    assert w["weyl_max_violation"] == pytest.approx(0.3 / 3.8, rel=1e-12)
+    assert w["mu_min_monotone_violation"] == pytest.approx(0.3 / 3.8, rel=1e-12)
+    assert w["mu_min_path"] == pytest.approx([1.0, 0.7, 0.8], rel=1e-12)
+    ok = kernels.weyl_check([A, 0.5 * A, eye])
+    assert ok == {"weyl_max_violation": 0.0, "mu_min_monotone_violation": 0.0,
+                  "mu_min_path": pytest.approx([1.0, 1.5, 2.5], rel=1e-12)}
+    assert kernels.weyl_check([A]) == {"weyl_max_violation": None,
+                                       "mu_min_monotone_violation": None, "mu_min_path": None}
+    M = torch.diag(torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64))
+    s = kernels.spectrum_numbers(M)
+    p = torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64) / 5.5
+    assert s == {"mu_max": 4.0, "mu_min": 0.5, "kappa": pytest.approx(8.0),
+                 "kappa_reg": pytest.approx(8.0), "trace": 5.5,
+                 "effective_rank": pytest.approx(float(torch.exp(-(p * p.log()).sum())))}
+    assert kernels.spectrum_numbers(M, lam=1.0)["kappa_reg"] == pytest.approx(5.0 / 1.5)
+    sing = kernels.spectrum_numbers(torch.diag(torch.tensor([1.0, 0.0], dtype=torch.float64)))
+    assert sing["kappa"] == math.inf and sing["kappa_reg"] == math.inf
+    M32 = torch.tensor([[1.0, 1e-4], [1e-4, 3.0]], dtype=torch.float32)
+    s32, s64 = kernels.spectrum_numbers(M32), kernels.spectrum_numbers(M32.double())
+    assert s32 == s64
+    bad = M.clone()
+    bad[0, 1] = bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^ntk has non-finite entries \(2 NaN"):
+        kernels.spectrum_numbers(bad)
+    with pytest.raises(ValueError, match=r"^ntk has non-finite entries \(2 NaN"):
+        kernels.weyl_check([A, bad])
+
+
+def test_closed_form_in_float64_from_float32_inputs_and_the_kernel_set_jacobian():
+    """The closed form solves in float64 whatever the inputs' dtype; kernel_set keeps the
+    Jacobian it built its kernels from."""
+    gen = torch.Generator().manual_seed(3)
+    G = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    theta, f0, y = G @ G.T, torch.randn(3, 2, generator=gen), torch.randn(3, 2, generator=gen)
+    ref = kernels.closed_form_predictions(theta, f0.double(), y.double(), 0.1)
+    got = kernels.closed_form_predictions(theta.float(), f0, y, 0.1)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, kernels.closed_form_predictions(
+        theta.float().double(), f0.double(), y.double(), 0.1), rtol=1e-13, atol=1e-13)
+    assert float((got - ref).abs().max()) < 1e-5
+    model, x, _ = tiny_probe("logits")
+    ks = kernels.kernel_set(model, x, sign=False)
+    J, _ = kernels.lora_jacobian(model, x)
+    torch.testing.assert_close(ks.jacobian, J, rtol=0, atol=0)
+    assert ks.sign is None
