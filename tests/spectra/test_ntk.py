@@ -254,12 +254,13 @@ def test_a_module_without_lora_scale_is_not_lora(gen):
 
 
 class UnusedBranch(nn.Module):
-    """A Linear whose output does not reach f: its Δ is None, its kernel and Jacobian zero."""
+    """A Linear whose output does not reach f: its Δ is None, its kernel and Jacobian zero;
+    registered first, so the layers after it must still be summed."""
 
     def __init__(self):
         super().__init__()
-        self.used = nn.Linear(3, 2).double()
         self.unused = nn.Linear(3, 4).double()
+        self.used = nn.Linear(3, 2).double()
 
     def forward(self, x):
         self.unused(x)
@@ -271,12 +272,14 @@ def test_a_layer_that_does_not_reach_the_output_adds_zero(gen):
     x = torch.randn(4, 3, generator=gen, dtype=torch.float64)
     K = ntk_matrix(model, x, method="structured")
     torch.testing.assert_close(K, ntk_matrix(model, x, method="structured", param_filter="^used"))
+    torch.testing.assert_close(K, explicit_ntk(model, x), rtol=1e-10, atol=1e-10)
     Js = ntk_jacobian(model, x, method="structured")
-    assert Js.shape == (4, 2, 2 * 3 + 2 + 4 * 3 + 4)
-    torch.testing.assert_close(Js[:, :, 8:], torch.zeros(4, 2, 16, dtype=torch.float64))
+    assert Js.shape == (4, 2, 4 * 3 + 4 + 2 * 3 + 2)
+    torch.testing.assert_close(Js[:, :, :16], torch.zeros(4, 2, 16, dtype=torch.float64))
     torch.testing.assert_close(Js, ntk_jacobian(model, x, method="jacobian"), rtol=1e-12,
                                atol=1e-12)
-    with pytest.raises(ValueError, match="no structured Jacobian for Conv2d"):
+    with pytest.raises(ValueError, match=r"^method='structured' does not apply: no structured "
+                                         r"Jacobian for Conv2d$"):
         ntk_jacobian(ConvNet().double(), torch.randn(2, 2, 8, 12, dtype=torch.float64),
                      method="structured")
 
@@ -332,6 +335,9 @@ def test_sign_ntk_by_hand():
                                             [M[2, 0] + M[3, 1], M[2, 2] + M[3, 3]]], rtol=1e-12)
     # the default eps = 1e-8 makes S the sign: K[i, i, c, c] = ‖J_ic‖₁
     assert float(sign_ntk(J)[1, 1, 0, 0]) == pytest.approx(4.0, rel=1e-7)
+    J3 = torch.cat([J, torch.ones(2, 2, 1, dtype=torch.float64)], dim=2)  # P = 3 ≠ C
+    assert sign_ntk(J3).shape == (2, 2, 2, 2)
+    assert float(sign_ntk(J3, eps=eps)[0, 0, 0, 0]) == pytest.approx(1 / 1.5 + 4 / 2.5 + 1 / 1.5)
 
 
 def test_ntk_metrics_eigenvalue_fields_and_messages(gen):
@@ -382,9 +388,11 @@ class PyTanh(torch.autograd.Function):
 
 
 class FallbackMLP(nn.Module):
-    def __init__(self):
+    def __init__(self, n_out: int = 3):
         super().__init__()
-        self.l1, self.l2, self.unused = nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(4, 2)
+        # the unused layer first: its Δ is None on this path (the batched backward returns
+        # zeros instead), and the layers after it must still be summed
+        self.unused, self.l1, self.l2 = nn.Linear(4, 2), nn.Linear(4, 6), nn.Linear(6, n_out)
 
     def forward(self, x):
         self.unused(x)  # no path to f: its Δ is None in the fallback too
@@ -564,3 +572,75 @@ def test_one_dimensional_inputs_and_the_metrics_defaults(gen):
     assert ntk_metrics(K * 1e-3, y * 1e-2)["alignment"] == pytest.approx(a, rel=1e-12)
     K32 = (K + 1e-9 * torch.eye(7, dtype=torch.float64)).float()
     assert ntk_metrics(K32)["trace"] == pytest.approx(float(K32.double().trace()), rel=1e-15)
+
+
+class ReshapedLoRA(nn.Module):
+    """A LoRA update fed (n·T, d): its first axis is not the sample axis."""
+
+    def __init__(self, gen):
+        super().__init__()
+        self.lora = LoRALinear(4, 3, 2, 1.0, gen)
+
+    def forward(self, x):
+        return self.lora(x.reshape(-1, 4)).reshape(x.shape[0], -1)
+
+
+def test_remaining_paths_messages_and_layouts(gen):
+    """"auto" takes the structured path where vmap(jacrev) cannot run (PyTanh's numpy
+    backward); bias-only Linear scope (A = 11ᵀ); a Conv2d with c_out ≠ h_out; a LoRA fed a
+    reshaped batch is refused; param_filter reaches ntk_jacobian; symmetric_gram of a wide G;
+    float32 targets; exact messages with their default names."""
+    fb = FallbackMLP().double()
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(ntk_matrix(fb, x), explicit_ntk(fb, x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ntk_jacobian(fb, x), explicit_jacobian(fb, x), rtol=1e-10,
+                               atol=1e-10)
+    model = mlp()
+    xm = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    names = {n for n, _ in model.named_parameters() if n.endswith("bias")}
+    torch.testing.assert_close(ntk_matrix(model, xm, method="structured", param_filter="bias"),
+                               explicit_ntk(model, xm, names), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ntk_jacobian(model, xm, param_filter="bias"),
+                               explicit_jacobian(model, xm, names), rtol=1e-10, atol=1e-10)
+    conv = nn.Sequential(nn.Conv2d(2, 5, 3), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 4 * 5, 2))
+    conv = conv.double()
+    xc = torch.randn(3, 2, 6, 7, generator=gen, dtype=torch.float64)  # conv out (5, 4, 5)
+    torch.testing.assert_close(ntk_matrix(conv, xc, method="structured"), explicit_ntk(conv, xc),
+                               rtol=1e-10, atol=1e-10)
+    rl = ReshapedLoRA(gen)
+    ps = [rl.lora.lora_A, rl.lora.lora_B]
+    assert _refusal(rl, torch.randn(3, 2, 4, generator=gen, dtype=torch.float64), ps) == (
+        "method='structured' does not apply: structured NTK needs every LoRA input of shape "
+        "(n, ..., d_in)")
+    G = torch.randn(10, 300, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(symmetric_gram(G), G @ G.T, rtol=1e-12, atol=1e-12)
+    K = explicit_ntk(model, xm)
+    Y = torch.randn(6, 3, generator=gen)
+    a32 = ntk_metrics(K, Y)["alignment"]
+    assert a32 == pytest.approx(ntk_metrics(K, Y.double())["alignment"], rel=1e-14)
+    for fn in (ntk_matrix, ntk_jacobian):
+        with pytest.raises(ValueError, match=r"^method='fast' is not allowed; allowed values: "
+                                             r"\['auto', 'structured', 'jacobian'\]$"):
+            fn(model, xm, method="fast")
+    with pytest.raises(ValueError, match=r"^ntk must be square, got \(3, 4\)$"):
+        ntk_metrics(torch.ones(3, 4, dtype=torch.float64))
+    bad = torch.eye(3, dtype=torch.float64)
+    bad[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^ntk has non-finite entries"):
+        ntk_metrics(bad)
+    with pytest.raises(ValueError, match=r"^y has non-finite entries"):
+        ntk_metrics(torch.eye(3, dtype=torch.float64), torch.tensor([1.0, float("nan"), 0.0]))
+
+
+def test_fallback_with_one_output_and_the_operator_name_in_lanczos_messages(gen):
+    """The per-output fallback with C = 1 (one backward); a NaN parameter makes the NTK operator
+    return NaN, which lanczos refuses under the operator's name "ntk"."""
+    fb = FallbackMLP(n_out=1).double()
+    x = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(ntk_matrix(fb, x, method="structured"), explicit_ntk(fb, x),
+                               rtol=1e-10, atol=1e-10)
+    model = mlp()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^ntk matvec output has non-finite entries"):
+        ntk_topk(model, torch.randn(4, 5, generator=gen, dtype=torch.float64), k=2)
