@@ -20,8 +20,8 @@ Never run ``mutmut apply`` in the repository: it writes a mutant into the source
 
 Prints a table (module, mutants, killed, survived, timeout, no tests, not run, score) and
 writes it, with each survivor's diff, to ``<workdir>/report.md`` (and ``<module>.json``).
-``--rerun-survivors`` reruns only the survivors of each module's last run in its copy (and the
-mutants it did not reach), against the repository's current tests (after tests were added for
+``--rerun-survivors`` reruns only the survivors and timeouts of each module's last run in its
+copy (and the mutants it did not reach), against the repository's current tests (after tests were added for
 them), and merges the results; ``--resume`` runs only the mutants it did not reach.
 Score = (killed + timeout) / (mutants − not run): a timeout is a mutant that made the tests
 hang (detected); "no tests" are mutants of code that no selected test runs (not detected);
@@ -288,8 +288,8 @@ def run_module(module: str, workdir: Path, max_children: int, timeout_s: int) ->
 
 def rerun_survivors(module: str, workdir: Path, max_children: int, timeout_s: int,
                     only_not_run: bool = False) -> dict:
-    """Rerun only the survivors ("survived", "no tests") of the module's last run, and the
-    mutants it did not reach ("not run", after --timeout), against the
+    """Rerun only the survivors ("survived", "no tests") and timeouts of the module's last run,
+    and the mutants it did not reach ("not run", after --timeout), against the
     repository's current tests/ and the module's current test list (both put into its copy;
     the mutated source must be unchanged, or the mutant numbers would not match); the other
     results of that run stand (mutmut regenerates the mutants and resets the file's results,
@@ -302,7 +302,9 @@ def rerun_survivors(module: str, workdir: Path, max_children: int, timeout_s: in
         raise SystemExit(f"{module}: {source_of(module)} changed since the run; run it anew")
     data = json.loads(meta.read_text())
     last = read_results(copy, module)
-    names = last["unchecked"] if only_not_run else last["survivors"] + last["unchecked"]
+    # a timeout on a loaded machine may be a slow run of the tests, not a hang: run it again
+    names = (last["unchecked"] if only_not_run
+             else last["survivors"] + last["timeouts"] + last["unchecked"])
     shutil.rmtree(copy / "tests")
     for f in tree_files(ROOT):
         if f.startswith("tests/"):
@@ -340,8 +342,9 @@ def read_results(copy: Path, module: str) -> dict:
              for s in ("killed", "survived", "timeout", "no tests", "not checked")}
     survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no tests"))
     unchecked = sorted(n for n, s in statuses.items() if s == "not checked")
+    timeouts = sorted(n for n, s in statuses.items() if s == "timeout")
     return {"module": module, "mutants": len(statuses), **count, "survivors": survivors,
-            "unchecked": unchecked}
+            "unchecked": unchecked, "timeouts": timeouts}
 
 
 def show(copy: Path, names: list[str]) -> dict[str, str]:
