@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 run: install  ## the default experiment, end to end
 	$(PY) run.py
 
-test: install  ## the test suite (fast tests; under 10 minutes on 2 cores)
-	$(PY) -m pytest -q
+test: install  ## the test suite (fast tests; two xdist workers, one per core, a test file per worker)
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: install  ## the paper reproductions marked slow
 	$(PY) -m pytest -q -m slow

@@ -53,8 +53,13 @@ def compose_config(overrides: list[str], run_dir: Path, data_dir: Path) -> DictC
 
 @pytest.fixture
 def data_dir(tmp_path_factory) -> Path:
-    """A data cache shared by the tests of one session."""
-    return tmp_path_factory.getbasetemp() / "data"
+    """A data cache shared by the tests of one session, and by all its workers under xdist
+    (`make test` runs `-n 2`): the cache writes atomically and the small LM's pretraining holds
+    a file lock, so two workers never leave a partial file and never both pretrain it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder; each worker's basetemp is a child of it
+    return base / "data"
 
 
 @pytest.fixture
