@@ -80,6 +80,40 @@ def backward_floor(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...
     return torch.autograd.grad(f, params, grad_outputs=E, is_grads_batched=True)
 
 
+def gemm_rate(dtype: torch.dtype, device: torch.device) -> float:
+    """FLOP/s of this machine's (n·C × F) @ (F × n·C) product at the CNN's sizes (640, 4640)."""
+    a = torch.randn(640, 4640, dtype=dtype, device=device)
+    t, _ = timeit(lambda: a @ a.T, reps=REPS)
+    return 2 * 640 * 640 * 4640 / t
+
+
+def cnn_floor_flops(cnn: CNN, x: torch.Tensor, n_out: int) -> dict[str, float]:
+    """FLOPs every exact full-kernel method pays on the CNN, by part:
+
+    * per-sample weight gradients of each conv, G_ic = Δ_ic · unfold(a_i)ᵀ:
+      2 · nC · out · P · (in·k²) (Δ the backpropagated output gradient at P positions);
+    * their Gram, upper triangle only: nC·(nC + 1) · F (F = out·in·k² + out, bias included);
+    * the C backward passes for Δ: ≈ 2x the forward's conv FLOPs per output, 2 · nC · out · P ·
+      (in·k²) per conv (input gradient and its convolution);
+    * the linear head by the per-layer identity (Δ Δᵀ)∘(a aᵀ): 2·(nC)²·C + 2·n²·D.
+    """
+    n = x.shape[0]
+    nc = n * n_out
+    flops = {"per-sample gradients": 0.0, "Gram (upper)": 0.0, "backward for Δ": 0.0}
+    h = x
+    for conv in (cnn.c1, cnn.c2):
+        h = torch.tanh(conv(h))
+        P = h.shape[-1] * h.shape[-2]
+        inner = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        F = conv.out_channels * inner + conv.out_channels
+        flops["per-sample gradients"] += 2 * nc * conv.out_channels * P * inner
+        flops["Gram (upper)"] += nc * (nc + 1) * F
+        flops["backward for Δ"] += 2 * nc * conv.out_channels * P * inner
+    D = cnn.head.in_features
+    flops["linear head"] = 2 * nc * nc * n_out + 2 * n * n * D
+    return flops
+
+
 def run(label: str, model: nn.Module, x: torch.Tensor, target: float | None,
         tol: float = 1e-5, info: bool = True) -> list[bool]:
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -127,6 +161,18 @@ def main() -> None:
     results += run("CNN conv3x3(16)-conv3x3(32)-linear (structured)", cnn, xc, 10.0)
     t_jac, _ = timeit(lambda: ntk_matrix(cnn, xc, method="jacobian"), reps=min(3, REPS))
     print(f"  (info) CNN with method='jacobian': {t_jac:.3f}s")
+    rate = gemm_rate(torch.float64, device)
+    parts = cnn_floor_flops(cnn, xc, 10)
+    total = sum(parts.values())
+    t_base, _ = timeit(lambda: tutorial_ntk(cnn, xc), reps=min(3, REPS))
+    t_ours, _ = timeit(lambda: ntk_matrix(cnn, xc), reps=REPS)
+    floor = total / rate
+    print(f"  (floor) float64 GEMM rate here {rate / 1e9:.1f} GFLOP/s; unavoidable FLOPs "
+          + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in parts.items())
+          + f"; total {total / 1e9:.2f} GFLOP = {floor:.3f}s at that rate")
+    print(f"  (floor) ours {t_ours:.3f}s = {t_ours / floor:.2f}x the floor; vmap(jacrev) "
+          f"{t_base:.3f}s; the floor bounds the speed-up by {t_base / floor:.1f}x "
+          f"(ours {t_base / t_ours:.1f}x)")
     lora, xt = lora_model()
     lora, xt = lora.to(device), xt.to(device)
     results += run("LoRA r=4 on q, v of a 4-layer GPT-2 LM (structured LoRA path)",
