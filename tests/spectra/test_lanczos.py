@@ -203,3 +203,62 @@ def test_core_recurrence_scale_invariance_dtypes_v0_and_stopping(gen):
     gap = lanczos(lambda v: A @ v, 120, k=1, tol=1e-8, bound="gap")
     assert gap.n_matvecs > 1
     assert float(gap.eigenvalues[0]) == pytest.approx(float(dense[0]), rel=1e-7)
+
+
+def test_v0_block_floor_of_the_tolerance_gap_bound_at_two_steps_and_float32_vectors():
+    """The last real mutation survivors of lanczos, each pinned by a hand-checkable property.
+
+    * v0 with block_size = 2: the first block is v0/‖v0‖ and ONE random row orthogonal to it (not
+      in the Krylov space of v0), and the third vector lies in the block Krylov space
+      span(q₀, q₁, A q₀, A q₁) (a block of 3, or of 1, breaks one of the three).
+    * The relative tolerance's floor: a wanted eigenvalue 0 converges at the first step whose
+      explicit residual ‖A y − θ y‖ ≤ tol · 1e-8 · λ_max (here 2); one step earlier it is above
+      that (3.2e-11 vs 2e-11 at tol 1e-3; a floor of 2e-8 or 1e-9 moves the stop).
+    * The gap bound applies from the second step: v0 = e₁ + 10⁻³·(e₂ + … + e₁₀₀) on
+      diag(10, 0.5 … 1) converges in 2 products with bound="gap" (residual²/gap ≤ tol·θ), 3 with
+      the residual bound.
+    * Ritz vectors of a float32 basis come back in float32 with float32-level residuals."""
+    d40 = torch.arange(1.0, 41.0, dtype=torch.float64)
+    seen = []
+
+    def mv(v):
+        seen.append(v.clone())
+        return d40 * v
+
+    v0 = torch.ones(40, dtype=torch.float64)
+    lanczos(mv, 40, k=2, v0=v0, block_size=2, tol=1e-10)
+    torch.testing.assert_close(seen[0], v0 / v0.norm(), rtol=0, atol=1e-15)
+    assert abs(float(seen[0] @ seen[1])) < 1e-12 and float(seen[1].norm()) == pytest.approx(1.0)
+    krylov1, _ = torch.linalg.qr(torch.stack([seen[0], d40 * seen[0]], dim=1))
+    assert float((seen[1] - krylov1 @ (krylov1.T @ seen[1])).norm()) > 0.5  # random, not Krylov
+    block, _ = torch.linalg.qr(torch.stack([seen[0], seen[1], d40 * seen[0], d40 * seen[1]], 1))
+    assert float((seen[2] - block @ (block.T @ seen[2])).norm()) < 1e-10
+
+    d = torch.cat([torch.zeros(1), torch.linspace(1.0, 2.0, 199)]).double()
+    tol = 1e-3
+    floor = tol * 1e-8 * 2.0
+
+    def residual(res):
+        y, th = res.eigenvectors[:, 0], res.eigenvalues[0]
+        return float((d * y - th * y).norm())
+
+    done = lanczos(lambda x: d * x, 200, k=1, which="SA", tol=tol, return_vectors=True)
+    assert bool(done.converged[0]) and residual(done) <= floor
+    before = lanczos(lambda x: d * x, 200, k=1, which="SA", tol=tol, return_vectors=True,
+                     max_iter=done.n_matvecs - 1)
+    assert not bool(before.converged[0]) and residual(before) > floor
+
+    dd = torch.cat([torch.tensor([10.0]), torch.linspace(0.5, 1.0, 99)]).double()
+    start = torch.cat([torch.ones(1), 1e-3 * torch.ones(99)]).double()
+    steps = {b: lanczos(lambda x: dd * x, 100, k=1, v0=start, tol=1e-5, bound=b).n_matvecs
+             for b in ("gap", "residual")}
+    assert steps == {"gap": 2, "residual": 3}
+
+    A = torch.diag(torch.arange(1.0, 31.0, dtype=torch.float64))
+    r32 = lanczos(lambda x: A.to(x.dtype) @ x, 30, k=2, dtype=torch.float32, return_vectors=True,
+                  tol=1e-5)
+    assert r32.eigenvectors.dtype == torch.float32 and r32.eigenvectors.shape == (30, 2)
+    V = r32.eigenvectors.double()
+    assert float(((A @ V) - V * r32.eigenvalues).norm(dim=0).max()) < 1e-3
+    torch.testing.assert_close(r32.eigenvalues, torch.tensor([30.0, 29.0], dtype=torch.float64),
+                               rtol=1e-5, atol=0)
