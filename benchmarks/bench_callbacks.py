@@ -24,7 +24,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +73,10 @@ def token_data(n_seq: int = 512, context: int = 64, vocab: int = 1024) -> DataLo
 
 def spectra_callbacks(names: tuple[str, ...]) -> list[pl.Callback]:
     """Instantiate the named callbacks from conf/callbacks/spectra.yaml (default schedule)."""
-    cfg = OmegaConf.load(ROOT / "conf" / "callbacks" / "spectra.yaml")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="config", overrides=["callbacks=spectra"]).callbacks
     return [instantiate(cfg[n]) for n in names]
 
 
