@@ -83,6 +83,7 @@ FA = "tests/tasks/test_farad.py"
 TS = "tests/tasks/test_two_step_gd.py"
 EI = "tests/tasks/test_ei_network.py"
 LI = "tests/tasks/test_linearization.py"
+MX = "tests/tasks/test_mixat.py"
 # <task>/<module> (tasks/<task>/<module>.py) -> its fast unit tests (node ids: no Trainer runs, so
 # each mutant runs in seconds; the end-to-end smoke tests of each task stay out)
 TASK_TESTS: dict[str, list[str]] = {
@@ -155,6 +156,13 @@ TASK_TESTS: dict[str, list[str]] = {
         f"{LI}::test_lipschitz_profile_is_the_mean_and_max_jacobian_change_over_r",
         f"{LI}::test_weyl_check_and_spectrum_numbers_by_hand",
         f"{LI}::test_closed_form_in_float64_from_float32_inputs_and_the_kernel_set_jacobian"],
+    "mixat/attacks": [
+        f"{MX}::test_projection_keeps_every_token_in_the_ball_and_leaves_inner_tokens_alone",
+        f"{MX}::test_pgd_ends_inside_the_ball_with_the_boundary_fraction_of_its_norms",
+        f"{MX}::test_alo_is_the_max_over_attacks_per_behaviour_without_the_embedding_attack",
+        f"{MX}::test_the_judge_needs_the_compliance_prefix_first_and_the_whole_content",
+        f"{MX}::test_gcg_evaluates_its_candidates_in_one_batched_forward_and_lowers_the_loss",
+        f"{MX}::test_attack_helpers_at_their_boundaries_by_hand"],
 }
 # module -> the only functions whose mutants are run (all of the file's when absent): the math,
 # not the Lightning hooks, plotting or I/O of the same file
@@ -164,6 +172,8 @@ FUNCTIONS: dict[str, list[str]] = {
     "two_step_gd/measure": ["top_singular", "gap_edge", "overlaps", "hadamard_power_overlaps"],
     "linearization/kernels": ["kernel_set", "spectrum_numbers", "weyl_check",
                               "closed_form_predictions", "lipschitz_profile"],
+    "mixat/attacks": ["project", "on_boundary", "judge", "refused", "alo", "epsilon", "pgd",
+                      "target_ce"],
 }
 MODULES = [*TESTS, *TASK_TESTS]
 

@@ -136,6 +136,36 @@ def test_the_judge_needs_the_compliance_prefix_first_and_the_whole_content():
     assert A.refused(comp).tolist() == [False, False, False, False, True]
 
 
+def test_attack_helpers_at_their_boundaries_by_hand():
+    """The judge at the shortest judgeable completion (prefix + content = 6 tokens), a failing
+    row before a succeeding one (each row is judged), a bool result; the
+    boundary fraction counts ‖δ_t‖ = (1 − rtol)·ε exactly; one PGD step from δ = 0 moves every
+    coordinate by lr = lr_rel·ε/√d against the sign of the gradient (d the embedding width, not
+    the sequence length); ALO's refusal names the attacks it needs."""
+    content = torch.tensor([[90, 91, 92]] * 3)
+    comp = torch.tensor([[5, *L.COMPLY, 90, 91], [*L.COMPLY, 90, 91, 92], [*L.COMPLY, 9, 9, 9]])
+    out = A.judge(comp, content)
+    assert out.dtype == torch.bool and out.tolist() == [False, True, False]
+    delta = torch.tensor([[[1.0, 0.0], [0.5, 0.0], [0.0, 2.0]]])
+    assert A.on_boundary(delta, 2.0, rtol=0.5) == pytest.approx(2 / 3)
+
+    cfg = BackboneConfig(vocab_size=20, seq_len=16, d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    torch.manual_seed(0)
+    lm = build_backbone(cfg)
+    tokens = torch.randint(0, 20, (3, 6))  # 6 positions, 16 dims: d is not the length
+    target = torch.randint(0, 20, (3, 4))
+    emb = A.embed(lm, tokens).detach()
+    eps, lr_rel = 0.8, 0.25
+    step = A.pgd(lm, emb, target, eps, steps=1, lr_rel=lr_rel)
+    probe = emb.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(A.target_ce(lm, probe, target), probe)
+    assert bool((grad != 0).all())
+    torch.testing.assert_close(step, -lr_rel * eps / 16 ** 0.5 * grad.sign())
+
+    with pytest.raises(ValueError, match=r"^ALO-ASR needs at least one attack of direct, pap$"):
+        A.alo({"embedding": [1]}, ["direct", "pap"])
+
+
 def test_gcg_evaluates_its_candidates_in_one_batched_forward_and_lowers_the_loss():
     cfg = BackboneConfig(vocab_size=40, seq_len=24, d_model=16, n_layers=1, n_heads=2, d_ff=32)
     torch.manual_seed(1)
