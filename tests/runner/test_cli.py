@@ -88,8 +88,8 @@ def test_help_with_overrides_shows_the_composed_config_and_who_set_each_key(tmp_
                       "launcher=slurm", "--help"], tmp_path)
     assert helped.returncode == 0, helped.stderr[-2000:]
     lines = helped.stdout.splitlines()
-    assert ("task: ei_network, farad, linearization, mixat, optimizer_scaling, spectral_ssl, "
-            "two_step_gd") in lines
+    assert ("task: chefnmr, ei_network, farad, linearization, mamba_modulation, mixat, "
+            "optimizer_scaling, spectral_ssl, two_step_gd") in lines
 
     def line_of(prefix: str) -> str:
         found = [line for line in lines if line.startswith(prefix)]
@@ -116,9 +116,9 @@ def test_help_with_overrides_shows_the_composed_config_and_who_set_each_key(tmp_
         ("task=optimiser_scaling", "task=optimiser_scaling (set by the override "
                                    "task=optimiser_scaling) is not a config of group task: there "
                                    "is no conf/task/optimiser_scaling.yaml (did you mean "
-                                   "task=optimizer_scaling?); allowed: ei_network, farad, "
-                                   "linearization, mixat, optimizer_scaling, "
-                                   "spectral_ssl, two_step_gd"),
+                                   "task=optimizer_scaling?); allowed: chefnmr, ei_network, "
+                                   "farad, linearization, mamba_modulation, mixat, "
+                                   "optimizer_scaling, spectral_ssl, two_step_gd"),
         # Hydra itself refuses to override a key the task yaml lacks: one line naming it
         ("task.n_featurs=3", "task.n_featurs (set by the override task.n_featurs=3) is not a key "
                              "of the composed config (did you mean task.n_features?); allowed: "
@@ -149,8 +149,8 @@ def test_bad_input_fails_before_training_with_one_clear_message(tmp_path, overri
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line
 
 
-EXPERIMENTS_LISTED = ("allowed: ei_network/phase_coarse, ei_network/phase_full, ei_network/regimes, "
-             "farad/compare, farad/variant/cdmad_gray")
+EXPERIMENTS_LISTED = ("allowed: chefnmr/full, chefnmr/overfit, chefnmr/size_sweep, "
+                      "ei_network/phase_coarse, ei_network/phase_full")
 # issue 13 item 7: bad values outside task.* (trainer, logger, callbacks, launcher, hydra, the
 # top-level keys), and those Hydra itself rejects before the runner sees the config
 BAD_GROUP_VALUES = [

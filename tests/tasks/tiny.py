@@ -5,6 +5,11 @@ TINY: dict[str, list[str]] = {
     "optimizer_scaling": ["task.latent_dim=256", "task.n_train=512", "task.max_features=64",
                           "task.n_features=32", "task.steps=10"],
     "two_step_gd": ["task.n_hidden=64", "task.sv_method=dense"],
+    "chefnmr": ["task.max_molecules=40", "task.n_conformers=1", "task.h_points=192",
+                "task.dit_blocks=1", "task.hidden=32", "task.embedder_hidden=32",
+                "task.embedder_layers=1", "task.steps=3", "task.batch_size=8",
+                "task.n_samples=2", "task.sampling_steps=3", "task.eval_targets=3",
+                "task.eval_batch=2"],
     "ei_network": ["task.dim=1", "task.n_exc=400"],
     "farad": ["task.iterations=30", "task.debias_start=10", "task.batch_labeled=16",
               "task.hidden=32", "task.log_every=5"],
@@ -22,6 +27,10 @@ TINY: dict[str, list[str]] = {
               "task.sft_steps=3", "task.gcg_steps=2", "task.gcg_candidates=8",
               "task.gcg_train_steps=1", "task.eval_samples=2", "task.pgd_steps=2",
               "task.pgd_eval_steps=2", "task.hessian_k=2", "task.lora_rank=2"],
+    "mamba_modulation": ["task.d_model=16", "task.n_layers=1", "task.d_state=4",
+                         "task.train_len=16", "task.train_steps=5", "task.batch_size=8",
+                         "task.eval_sequences=4", "task.calib_sequences=4",
+                         "task.corpus_bytes=200000"],
 }
 
 if __name__ == "__main__":  # `python tests/tasks/tiny.py NAME` prints the overrides
