@@ -82,9 +82,9 @@ def amr(samples: Sequence[np.ndarray], references: np.ndarray, atom_mask: np.nda
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def bond_laplacian_spectrum(smiles: str) -> np.ndarray | None:
-    """Return the ascending eigenvalues of the graph Laplacian L = D − A of the heavy-atom bond
-    graph of `smiles` (unweighted), or None when it does not parse."""
+def bond_laplacian(smiles: str) -> np.ndarray | None:
+    """Return the graph Laplacian L = D − A (float64) of the heavy-atom bond graph of `smiles`
+    (unweighted; its spectrum is the callbacks' job), or None when it does not parse."""
     from rdkit import Chem, rdBase
 
     with rdBase.BlockLogs():
@@ -92,4 +92,4 @@ def bond_laplacian_spectrum(smiles: str) -> np.ndarray | None:
     if mol is None:
         return None
     adj = Chem.GetAdjacencyMatrix(mol).astype(np.float64)
-    return np.linalg.eigvalsh(np.diag(adj.sum(axis=1)) - adj)
+    return np.diag(adj.sum(axis=1)) - adj

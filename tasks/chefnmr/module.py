@@ -34,7 +34,7 @@ from tasks.chefnmr.config import ATOM_TYPES, Config
 from tasks.chefnmr.data import decode_strings
 from tasks.chefnmr.metrics import (
     amr,
-    bond_laplacian_spectrum,
+    bond_laplacian,
     max_tanimoto,
     topk_match,
     validity,
@@ -301,7 +301,7 @@ class ChefNMRModule(pl.LightningModule):
     def spectral_matrices(self) -> dict[str, dict[str, Any]]:
         """Return the covariance of the spectrum embeddings on the probe rows (eigvals_sym);
         after evaluation also, for the first `both` target, the Laplacian spectra of its bond
-        graph and of the first sample's inferred graph (values) and the centred distance Gram
+        graph and of the first sample's inferred graph (eigvals_sym) and the centred distance Gram
         matrices −½·J·D²·J of the first sample and of the true conformer (eigvals_sym)."""
         x, _ = self.spectral_probe_batch()
         y = self.forward(x)
@@ -311,12 +311,10 @@ class ChefNMRModule(pl.LightningModule):
             "embedding_cov": {"matrix": cov.covariance(), "kind": "eigvals_sym"}}
         if "first" in self._examples:
             target, got, pred, ref = self._examples["first"]
-            lap_t = bond_laplacian_spectrum(target)
-            if lap_t is not None:
-                out["laplacian_target"] = {"matrix": torch.as_tensor(lap_t), "kind": "values"}
-            lap_p = bond_laplacian_spectrum(got[0]) if got[0] else None
-            if lap_p is not None:
-                out["laplacian_inferred"] = {"matrix": torch.as_tensor(lap_p), "kind": "values"}
+            for name, smiles in (("laplacian_target", target), ("laplacian_inferred", got[0])):
+                lap = bond_laplacian(smiles) if smiles else None
+                if lap is not None:
+                    out[name] = {"matrix": torch.as_tensor(lap), "kind": "eigvals_sym"}
             for name, pts in (("gram_pred", pred), ("gram_true", ref)):
                 p = torch.as_tensor(np.asarray(pts), dtype=torch.float64)
                 d2 = torch.cdist(p, p) ** 2

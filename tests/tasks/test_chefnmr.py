@@ -252,10 +252,17 @@ def test_kabsch_rmsd_and_amr():
     assert metrics.amr([ref], refs, mask) == pytest.approx(0.0, abs=1e-10)
 
 
-def test_bond_laplacian_spectrum():
-    assert metrics.bond_laplacian_spectrum("CCC") == pytest.approx([0.0, 1.0, 3.0], abs=1e-12)
-    # cyclopropane: K3, eigenvalues 0, 3, 3
-    assert metrics.bond_laplacian_spectrum("C1CC1") == pytest.approx([0.0, 3.0, 3.0], abs=1e-12)
+def test_bond_laplacian():
+    """D − A of the heavy-atom graph: propane's path P3 has spectrum 0, 1, 3 (through the
+    library's eigvals_sym, as the matrix callback computes it); cyclopropane's K3 has 0, 3, 3."""
+    from callbacks.spectra import eigvals_sym
+
+    path = metrics.bond_laplacian("CCC")
+    assert path.tolist() == [[1.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 1.0]]
+    assert eigvals_sym(torch.as_tensor(path)).tolist() == pytest.approx([0.0, 1.0, 3.0], abs=1e-12)
+    ring = torch.as_tensor(metrics.bond_laplacian("C1CC1"))
+    assert eigvals_sym(ring).tolist() == pytest.approx([0.0, 3.0, 3.0], abs=1e-12)
+    assert metrics.bond_laplacian("not a molecule") is None
 
 
 # ----------------------------------------------------------------------------- EDM and losses
