@@ -19,13 +19,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from tasks.base.checkpoint import (  # noqa: F401  (Backbone, file_lock: re-exported)
-    Backbone,
-    cached_module,
-    file_lock,
-    read_checkpoint,
-    write_checkpoint,
-)
+from tasks.base.checkpoint import Backbone, cached_module, read_checkpoint, write_checkpoint
 from tasks.base.data import data_code_hash
 from tasks.base.streams import ShuffledBatches, fit_position
 from tasks.small_lm.config import BackboneConfig, CorpusConfig, PretrainConfig, as_key
