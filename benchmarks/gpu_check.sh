@@ -4,7 +4,8 @@
 #      callbacks=spectra, through run.py (a callback that warns about a device fails the check);
 #   2. the gpu-marked tests (make test-gpu): every callback on CUDA against the CPU run, each
 #      spectral function on CUDA, each task's tiny config in-process;
-#   3. the benchmarks B1-B3 with --device cuda (--reps 2);
+#   2b. experiment=chefnmr/full (dit-s, 134 M parameters) for 20 steps and 4 targets;
+#   3. the benchmarks B1-B3 and bench_chefnmr with --device cuda (--reps 2);
 # then a table: check, status, seconds. Exit status 1 when a check failed.
 #   bash benchmarks/gpu_check.sh                          # on a machine with a GPU
 #   TRAINER=cpu DEVICE=cpu bash benchmarks/gpu_check.sh   # the same script on the CPU (a dry run)
@@ -101,11 +102,16 @@ for yaml in conf/task/*.yaml; do
         callbacks=spectra $tiny logger=csv print_results=false "hydra.run.dir=$TMP/$task"
 done
 
+echo "== chefnmr/full (the dit-s GPU configuration: 300 molecules, 20 steps, 4 targets)"
+step chefnmr_full 150 task_detail -- "$PY" run.py experiment=chefnmr/full "trainer=$TRAINER" \
+    task.max_molecules=300 task.steps=20 task.eval_targets=4 task.n_samples=2 \
+    task.sampling_steps=10 logger=csv print_results=false "hydra.run.dir=$TMP/chefnmr_full"
+
 echo "== pytest -m gpu"
 step pytest_gpu 200 pytest_detail -- "$PY" -m pytest -q -m gpu -p no:cacheprovider
 
 echo "== benchmarks (--device $DEVICE --reps $REPS)"
-for bench in weights hessian ntk; do
+for bench in weights hessian ntk chefnmr; do
     step "bench_$bench" 150 bench_detail -- "$PY" "benchmarks/bench_$bench.py" \
         --device "$DEVICE" --reps "$REPS"
 done

@@ -479,3 +479,48 @@ def test_tiny_run_writes_samples_and_every_mode(make_cfg, tmp_path):
     assert len(rows) == 1 + 3 * 2 * 7  # header + targets × samples × (mode, w) settings
     frames = (tmp_path / "run" / "samples" / "samples.xyz").read_text()
     assert frames.count("mode=both w=2 sample=1") == 3
+    # runner.report on the run: the summary, the claims table and the molecule grid (SVG)
+    from runner.report import report
+
+    tables = report(tmp_path)
+    assert set(tables["chefnmr"]["mode"]) == {"both", "h_only", "c_only", "none"}
+    text = (tmp_path / "summary.md").read_text()
+    assert "### Claims" in text and "3 CFG w > 0 beats w = 0" in text
+    svg = list(tmp_path.glob("molecules_*.svg"))
+    assert len(svg) == 1 and "height='600px'" in svg[0].read_text()  # 3 rows of 200 px
+    from tasks.chefnmr.analysis import example_pairs
+
+    pairs = example_pairs(tmp_path / "run" / "samples" / "samples.csv", "both", 2.0, 6)
+    targets = {r.split(",")[1] for r in rows[1:]}
+    assert len(pairs) == 3 and {p[0] for p in pairs} == targets
+    for target, shown, legend in pairs:  # an untrained model: a match only by chance
+        assert (shown == target) == (": match (" in legend)
+
+
+def _summary(both_w2: float, both_w0: float, h: float, c: float, none: float,
+             tan_both: float = 0.5, tan_none: float = 0.3):
+    import pandas as pd
+
+    rows = [("both", 2.0, both_w2, tan_both), ("both", 0.0, both_w0, 0.4),
+            ("h_only", 2.0, h, 0.4), ("c_only", 2.0, c, 0.4), ("none", 0.0, none, tan_none)]
+    return pd.DataFrame([{"max_heavy_atoms": 9, "mode": m, "w": w, "top10": t,
+                          "max_tanimoto": tan} for m, w, t, tan in rows])
+
+
+def test_claim_verdicts_at_their_boundaries():
+    from tasks.chefnmr.analysis import claims
+
+    def verdicts(*args, **kwargs):
+        return dict(zip(claims(_summary(*args, **kwargs))["claim"],
+                        claims(_summary(*args, **kwargs))["verdict"]))
+
+    ok = verdicts(0.625, 0.5, 0.625, 0.25, 0.5)  # both = none + 0.125; ties with h_only
+    assert ok == {"1 spectra help": "holds", "2 H+C >= H-only, C-only": "holds",
+                  "3 CFG w > 0 beats w = 0": "holds"}
+    bad = verdicts(0.625, 0.625, 0.75, 0.25, 0.53125)  # +0.09375 < 0.10; h_only wins; CFG ties
+    assert set(bad.values()) == {"does not hold"}
+    assert verdicts(0.625, 0.5, 0.5, 0.5, 0.5, tan_both=0.3)["1 spectra help"] == "does not hold"
+    frame = _summary(0.625, 0.5, 0.5, 0.5, 0.5)
+    missing = claims(frame[frame["mode"] != "h_only"])
+    assert dict(zip(missing["claim"], missing["verdict"]))["2 H+C >= H-only, C-only"] == \
+        "not measured"
