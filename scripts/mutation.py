@@ -84,6 +84,7 @@ TS = "tests/tasks/test_two_step_gd.py"
 EI = "tests/tasks/test_ei_network.py"
 LI = "tests/tasks/test_linearization.py"
 MX = "tests/tasks/test_mixat.py"
+CH = "tests/tasks/test_chefnmr.py"
 # <task>/<module> (tasks/<task>/<module>.py) -> its fast unit tests (node ids: no Trainer runs, so
 # each mutant runs in seconds; the end-to-end smoke tests of each task stay out)
 TASK_TESTS: dict[str, list[str]] = {
@@ -163,6 +164,24 @@ TASK_TESTS: dict[str, list[str]] = {
         f"{MX}::test_the_judge_needs_the_compliance_prefix_first_and_the_whole_content",
         f"{MX}::test_gcg_evaluates_its_candidates_in_one_batched_forward_and_lowers_the_loss",
         f"{MX}::test_attack_helpers_at_their_boundaries_by_hand"],
+    "chefnmr/edm": [
+        f"{CH}::test_preconditioning_reproduces_x0_when_the_network_outputs_the_target",
+        f"{CH}::test_edm_coefficients_at_sigma_equal_sigma_data",
+        f"{CH}::test_training_sigma_distribution",
+        f"{CH}::test_sigma_data_by_hand",
+        f"{CH}::test_rotations_are_haar_so3",
+        f"{CH}::test_augment_centres_on_valid_atoms_and_keeps_distances",
+        f"{CH}::test_rotation_keeps_the_loss_target_consistent",
+        f"{CH}::test_smooth_lddt_by_hand",
+        f"{CH}::test_masked_mse_by_hand"],
+    "chefnmr/metrics": [
+        f"{CH}::test_topk_validity_tanimoto",
+        f"{CH}::test_kabsch_rmsd_and_amr",
+        f"{CH}::test_bond_laplacian"],
+    "chefnmr/sampling": [
+        f"{CH}::test_edm_schedule_endpoints",
+        f"{CH}::test_heun_sampler_lands_on_the_oracle_target_and_the_gaussian_std",
+        f"{CH}::test_guidance_formula"],
 }
 # module -> the only functions whose mutants are run (all of the file's when absent): the math,
 # not the Lightning hooks, plotting or I/O of the same file
