@@ -18,7 +18,7 @@ from .hessian import dense_hessian, hessian_eigs, hessian_matvec, hessian_trace
 from .lanczos import LanczosResult, lanczos
 from .ntk import flatten_ntk, ntk_jacobian, ntk_matrix, ntk_metrics, ntk_topk, sign_ntk
 from .params import select_params
-from .powerlaw import PowerLawFit, powerlaw_fit
+from .powerlaw import PowerLawFit, powerlaw_fit, powerlaw_fits
 from .rmt import (
     circular_law_radius,
     count_outliers,
@@ -48,6 +48,7 @@ from .trace import (
 from .validate import check_finite, check_matrix
 from .weights import (
     esd_metrics,
+    esd_metrics_batch,
     iter_weight_matrices,
     model_weight_metrics,
     model_weight_spectra,
@@ -72,6 +73,7 @@ __all__ = [
     "eigvals_general",
     "eigvals_sym",
     "esd_metrics",
+    "esd_metrics_batch",
     "flatten_ntk",
     "gram_eigvals",
     "hessian_eigs",
@@ -94,6 +96,7 @@ __all__ = [
     "ntk_topk",
     "participation_ratio",
     "powerlaw_fit",
+    "powerlaw_fits",
     "select_params",
     "sign_ntk",
     "singular_values",

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from .validate import check_vector
+from .validate import as_tensor, check_finite, check_vector
 
 
 class PowerLawFit(NamedTuple):
@@ -44,34 +44,108 @@ _NAN_FIT = PowerLawFit(float("nan"), float("nan"), float("nan"), 0, float("nan")
 _CHUNK_ELEMS = 1 << 22  # entries of the (candidates × values) D matrix built at once
 
 
-def _ks_rows(logx: torch.Tensor, idx: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-    """KS distances D_i for ascending candidate indices ``idx`` (with exponents ``alphas``).
+def _ks_rows(
+    logx: torch.Tensor, alphas: torch.Tensor, valid: torch.Tensor, lo: int, hi: int
+) -> torch.Tensor:
+    """KS distances D[b, i] of candidates lo ≤ i < hi of a batch of ascending rows (B, n).
 
-    D_i = max_{j≥i} |(n_i − (j − i))/n_i − exp((1 − α_i)(log x_j − log x_i))|, evaluated in row
-    blocks that span only the columns j ≥ (the block's first i), so about half the triangle of
-    the (candidates × values) matrix is never formed; in-place operations on one buffer.
+    D_i = max_{j≥i} |(n − j)/n_i − exp((1 − α_i)(log x_j − log x_i))|, n_i = n − i (j, i global
+    indices: the dropped values of a row are a prefix that no candidate reaches). Row blocks of
+    candidates span only the columns j ≥ (the block's first i), so about half the triangle is
+    never formed; in-place operations on one buffer. Entries of invalid candidates are 1.
     """
-    n_total = logx.numel()
+    B, n = logx.shape
     dt = logx.dtype
-    j_all = torch.arange(n_total, device=logx.device, dtype=dt)
-    out = torch.empty(idx.numel(), dtype=dt, device=logx.device)
-    # blocks of ~n/4 rows keep the wasted part of the triangle small; at most _CHUNK_ELEMS each
-    rows = max(1, min(max(n_total // 4, 16), _CHUNK_ELEMS // max(n_total, 1)))
-    for s in range(0, idx.numel(), rows):
-        ii = idx[s : s + rows]
-        first = int(ii[0])
-        c = 1.0 - alphas[s : s + rows]
-        i_f = ii.to(dt)
-        inv_n = 1.0 / (n_total - i_f)
-        cols = j_all[first:]
-        arg = torch.outer(c, logx[first:])
-        arg.sub_((c * logx[ii])[:, None]).exp_()  # (x_j / x_i)^(1 − α_i)
-        base = torch.outer(-inv_n, cols)
-        base.add_((n_total * inv_n)[:, None])  # 1 − (j − i)/n_i = (N − j)/n_i
-        base.sub_(arg).abs_()
-        base.masked_fill_(cols[None, :] < i_f[:, None], 0.0)  # only j ≥ i counts
-        out[s : s + rows] = base.max(dim=1).values
-    return out
+    j_all = torch.arange(n, device=logx.device, dtype=dt)
+    out = torch.ones(B, n, dtype=dt, device=logx.device)
+    # blocks of ~n/4 candidates keep the wasted part of the triangle small; ≤ _CHUNK_ELEMS each
+    rows = max(1, min(max(n // 4, 16), _CHUNK_ELEMS // max(B * n, 1)))
+    for s in range(lo, hi, rows):
+        e = min(s + rows, hi)
+        c = (1.0 - alphas[:, s:e]).masked_fill_(~valid[:, s:e], 0.0)  # (B, r)
+        i_f = j_all[s:e]
+        inv_n = 1.0 / (n - i_f)
+        cols = j_all[s:]
+        arg = c[:, :, None] * logx[:, None, s:]
+        arg.sub_((c * logx[:, s:e])[:, :, None]).exp_()  # (x_j / x_i)^(1 − α_i)
+        base = torch.outer(inv_n, n - cols)  # (n − j)/n_i, exact integers n − j: offset-free
+        arg.sub_(base).abs_()
+        arg.masked_fill_((cols[None, :] < i_f[:, None])[None], 0.0)  # only j ≥ i counts
+        out[:, s:e] = arg.amax(dim=2)
+    return out.masked_fill_(~valid, 1.0)
+
+
+def _fit_ks(x: torch.Tensor, min_tail: int, small_n: int, threshold: float) -> list[PowerLawFit]:
+    """KS-selected fits of a batch of ascending float64 rows x (B, n); values ≤ threshold
+    (a prefix of each row) are dropped row by row."""
+    B, n = x.shape
+    keep = x > max(threshold, 0.0)
+    n_valid = keep.sum(1)
+    offset = n - n_valid  # (B,) dropped values: the head of each ascending row
+    logx = x.masked_fill(~keep, 1.0).log()  # dropped entries: log 1 = 0, never used
+    small = n_valid < small_n
+    tail_min = min_tail + small.long() * (max(min_tail, 8) - min_tail)
+    tail_min = tail_min.masked_fill(n_valid - tail_min + 1 < 1, 2)  # too few for small-N
+    i = torch.arange(n, device=x.device)
+    cand = (i >= offset[:, None]) & (i <= n - tail_min[:, None])
+    n_i = (n - i).to(x.dtype)
+    suffix = torch.flip(torch.cumsum(torch.flip(logx, [1]), 1), [1])  # Σ_{j≥i} log x_j
+    s = suffix - n_i * logx
+    num = torch.where(small[:, None], n_i - 1.0, n_i)
+    alphas = (1.0 + num / s.clamp(min=1e-300)).masked_fill_(s <= 0, torch.inf)
+    s_ok = torch.where(small[:, None], s > 1e-12, s > 0)
+    valid = cand & s_ok & (alphas > 1.0) & torch.isfinite(alphas) & (n_valid >= 2)[:, None]
+    cols = valid.any(0).nonzero()
+    if cols.numel() == 0:
+        return [_NAN_FIT] * B
+    ks = _ks_rows(logx, alphas, valid, int(cols[0]), int(cols[-1]) + 1)
+    objective = torch.where(small[:, None], ks - 0.868 / n_i.sqrt(), ks)
+    objective = objective.masked_fill(~valid, torch.inf)
+    best = torch.argmin(objective, dim=1, keepdim=True)  # the first minimum of each row
+    rows = torch.cat([alphas.gather(1, best), x.gather(1, best), ks.gather(1, best),
+                      n - best.to(x.dtype), valid.any(1, keepdim=True).to(x.dtype)], 1)
+    fits = []
+    for alpha, xmin, d, nt, ok in rows.tolist():
+        if not ok:
+            fits.append(_NAN_FIT)
+            continue
+        fits.append(PowerLawFit(alpha, xmin, d, int(nt), (alpha - 1.0) / nt**0.5))
+    return fits
+
+
+def _check_options(xmin: str | float, min_tail: int) -> None:
+    if isinstance(xmin, str):
+        if xmin != "ks":
+            raise ValueError(
+                f"xmin={xmin!r} is not allowed; allowed values: ['ks', or a float > 0]"
+            )
+    elif not (float(xmin) > 0):
+        raise ValueError(f"xmin must be 'ks' or a positive float, got {xmin!r}")
+    if min_tail < 2:
+        raise ValueError(f"min_tail must be >= 2, got {min_tail}")
+
+
+def powerlaw_fits(
+    evals: torch.Tensor,
+    min_tail: int = 2,
+    small_n: int = 20,
+    threshold: float = 0.0,
+    name: str = "evals",
+) -> list[PowerLawFit]:
+    """:func:`powerlaw_fit` with xmin="ks" of each row of a (B, n) batch of spectra, in one
+    set of tensor operations (rows need not be sorted; each keeps its own values > threshold).
+
+    Returns one :class:`PowerLawFit` per row, equal to ``powerlaw_fit(evals[b], ...)``.
+    """
+    ev = as_tensor(evals, name)
+    if ev.dim() != 2 or ev.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty (B, n) batch, got shape {tuple(ev.shape)}")
+    if ev.is_complex():
+        raise ValueError(f"{name}: powerlaw_fit needs real values, got complex")
+    _check_options("ks", min_tail)
+    check_finite(ev, name)
+    x = torch.sort(ev.to(torch.float64), dim=1).values
+    return _fit_ks(x, min_tail, small_n, threshold)
 
 
 def powerlaw_fit(
@@ -92,60 +166,25 @@ def powerlaw_fit(
     ev = check_vector(evals, name)
     if ev.is_complex():
         raise ValueError(f"{name}: powerlaw_fit needs real values, got complex")
-    if isinstance(xmin, str):
-        if xmin != "ks":
-            raise ValueError(
-                f"xmin={xmin!r} is not allowed; allowed values: ['ks', or a float > 0]"
-            )
-    elif not (float(xmin) > 0):
-        raise ValueError(f"xmin must be 'ks' or a positive float, got {xmin!r}")
-    if min_tail < 2:
-        raise ValueError(f"min_tail must be >= 2, got {min_tail}")
+    _check_options(xmin, min_tail)
     x = torch.sort(ev.to(torch.float64)).values
+    if isinstance(xmin, str):
+        return _fit_ks(x[None], min_tail, small_n, threshold)[0]
     x = x[x > max(threshold, 0.0)]
     n_total = x.numel()
     if n_total < 2:
         return _NAN_FIT
-    logx = x.log()
-
-    if not isinstance(xmin, str):
-        x0 = torch.tensor(float(xmin), dtype=x.dtype, device=x.device)
-        i0 = int(torch.searchsorted(x, x0))
-        n = n_total - i0
-        if n < 2:
-            return _NAN_FIT
-        d = logx[i0:] - torch.log(x0)  # log(x / xmin)
-        s = float(d.sum())
-        if s <= 0:
-            return _NAN_FIT
-        alpha = 1.0 + n / s
-        theo = 1.0 - torch.exp((1.0 - alpha) * d)
-        emp = torch.arange(n, dtype=x.dtype, device=x.device) / n
-        ks = float((theo - emp).abs().max())
-        return PowerLawFit(alpha, float(xmin), ks, n, (alpha - 1.0) / n**0.5)
-
-    small = n_total < small_n
-    tail_min = max(min_tail, 8) if small else min_tail
-    n_cand = n_total - tail_min + 1
-    if n_cand < 1:
-        tail_min, n_cand = 2, n_total - 1  # too few values for the small-sample rule
-    idx = torch.arange(n_cand, device=x.device)
-    n = (n_total - idx).to(x.dtype)
-    suffix = torch.flip(torch.cumsum(torch.flip(logx, [0]), 0), [0])  # Σ_{j≥i} log x_j
-    s = suffix[idx] - n * logx[idx]
-    num = (n - 1.0) if small else n
-    with torch.no_grad():
-        alphas = torch.where(s > 0, 1.0 + num / s.clamp(min=1e-300), torch.full_like(s, torch.inf))
-    valid = (s > 1e-12 if small else s > 0) & (alphas > 1.0) & torch.isfinite(alphas)
-    ks = torch.ones_like(alphas)
-    if bool(valid.any()):
-        vi = idx[valid]
-        ks[valid] = _ks_rows(logx, vi, alphas[valid])
-    objective = ks - 0.868 / n.sqrt() if small else ks.clone()
-    objective = torch.where(valid, objective, torch.full_like(objective, torch.inf))
-    if not bool(torch.isfinite(objective).any()):
+    x0 = torch.tensor(float(xmin), dtype=x.dtype, device=x.device)
+    i0 = int(torch.searchsorted(x, x0))
+    n = n_total - i0
+    if n < 2:
         return _NAN_FIT
-    best = int(torch.argmin(objective))
-    alpha = float(alphas[best])
-    nt = int(n[best])
-    return PowerLawFit(alpha, float(x[best]), float(ks[best]), nt, (alpha - 1.0) / nt**0.5)
+    d = x[i0:].log() - torch.log(x0)  # log(x / xmin)
+    s = float(d.sum())
+    if s <= 0:
+        return _NAN_FIT
+    alpha = 1.0 + n / s
+    theo = 1.0 - torch.exp((1.0 - alpha) * d)
+    emp = torch.arange(n, dtype=x.dtype, device=x.device) / n
+    ks = float((theo - emp).abs().max())
+    return PowerLawFit(alpha, float(xmin), ks, n, (alpha - 1.0) / n**0.5)

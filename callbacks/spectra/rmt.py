@@ -55,6 +55,36 @@ def count_outliers(evals: torch.Tensor, edge: float, name: str = "evals") -> int
     return int((mag > edge).sum())
 
 
+def mp_bulk_fits(
+    evals: torch.Tensor, n: int | torch.Tensor, m: int, max_iter: int = 50
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`mp_bulk_fit` of every row of a (B, p) batch of ascending float64 spectra at once
+    (no input checks: the caller has them); ``n`` is one int or a (B,) tensor, one per row.
+    Returns tensors (sigma2, upper_edge, num_spikes)."""
+    B, p = evals.shape
+    missing_zeros = max(m - p, 0)  # only the min(n, m) non-zero eigenvalues given: zeros count
+    if isinstance(n, torch.Tensor):  # edge = σ²(1 + √(m/n))², row by row
+        scale = (1.0 + (m / n.to(evals.dtype)).sqrt()).square()[:, None]
+    else:
+        scale = mp_edge(n, m, 1.0)
+    csum = torch.cumsum(evals, 1)
+    k = torch.full((B, 1), p, dtype=torch.long, device=evals.device)  # bulk = the smallest k
+    active = torch.ones(B, 1, dtype=torch.bool, device=evals.device)
+    sigma2 = torch.zeros(B, 1, dtype=evals.dtype, device=evals.device)
+    edge = torch.zeros_like(sigma2)
+    for _ in range(max_iter):
+        s2 = csum.gather(1, k - 1) / (k + missing_zeros)
+        sigma2 = torch.where(active, s2, sigma2)
+        edge = torch.where(active, s2 * scale, edge)
+        new_k = (evals <= edge).sum(1, keepdim=True)
+        active = active & (new_k != k) & (new_k != 0)
+        if not bool(active.any()):
+            break
+        k = torch.where(active, new_k, k)
+    spikes = p - (evals <= edge).sum(1)
+    return sigma2[:, 0], edge[:, 0], spikes
+
+
 def mp_bulk_fit(
     evals: torch.Tensor, n: int, m: int, max_iter: int = 50, name: str = "evals"
 ) -> tuple[float, float, int]:
@@ -66,18 +96,5 @@ def mp_bulk_fit(
     Returns (sigma2, upper_edge, num_spikes).
     """
     ev = check_vector(evals, name).to(torch.float64)
-    ev = torch.sort(ev).values
-    p = ev.numel()
-    # when only the min(n, m) non-zero eigenvalues are given, the missing zeros still count
-    missing_zeros = max(m - p, 0)
-    k = p  # number of eigenvalues kept in the bulk (the smallest k)
-    sigma2 = edge = 0.0
-    csum = torch.cumsum(ev, 0)
-    for _ in range(max_iter):
-        sigma2 = float(csum[k - 1]) / (k + missing_zeros) if k > 0 else 0.0
-        edge = mp_edge(n, m, sigma2)
-        new_k = int((ev <= edge).sum())
-        if new_k == k or new_k == 0:
-            break
-        k = new_k
-    return sigma2, edge, p - int((ev <= edge).sum())
+    sigma2, edge, spikes = mp_bulk_fits(torch.sort(ev).values[None], n, m, max_iter)
+    return float(sigma2[0]), float(edge[0]), int(spikes[0])

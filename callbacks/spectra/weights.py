@@ -31,9 +31,16 @@ import torch
 from torch import nn
 
 from .dense import gram_eigvalsh
-from .powerlaw import powerlaw_fit
-from .rmt import mp_bulk_fit
-from .validate import check_choice, check_matrix, check_vector, compute_dtype
+from .powerlaw import powerlaw_fits
+from .rmt import mp_bulk_fits
+from .validate import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_matrix,
+    check_vector,
+    compute_dtype,
+)
 
 CONV_MODES = ("pool", "slices", "flatten")
 ESD_METHODS = ("gram", "svd")
@@ -87,6 +94,22 @@ def _gram_evals(stack: torch.Tensor, method: str, precision: str) -> torch.Tenso
     return gram_eigvalsh(X).clamp(min=0.0)
 
 
+def _gram_evals_of(ws: list[torch.Tensor], method: str, precision: str) -> torch.Tensor:
+    """:func:`_gram_evals` of same-shape 2-D weights, (B, M): the Grams of the short side are
+    written into one buffer (no stacked copy of the weights) for one batched eigen-solve."""
+    if method == "svd":
+        return _gram_evals(torch.stack(ws), method, precision)
+    dt = compute_dtype(ws[0], precision)
+    a, b = ws[0].shape
+    m = min(a, b)
+    G = torch.empty(len(ws), m, m, dtype=dt, device=ws[0].device)
+    for g, w in zip(G, ws, strict=True):
+        x = w.to(dt)
+        x = x if a < b else x.T  # (M, N): the Gram x xᴴ is the smaller one (WᵀW when square)
+        torch.matmul(x, x.T.conj(), out=g)
+    return torch.linalg.eigvalsh(G).clamp(min=0.0)
+
+
 def _mixed_ok(ev: torch.Tensor, n_big: int, xmin: float) -> bool:
     """Whether a float32 ESD (ascending) resolves what the metrics need (else redo in float64).
 
@@ -137,18 +160,87 @@ def weight_esd(
     return ev
 
 
-def _ww_entropy(evals: torch.Tensor, n_big: int) -> float:
-    """WeightWatcher's matrix entropy −Σ p log p / log(rank + 1e-10), p = λ/Σλ + 1e-10,
-    rank = #{σ > σ_max · N · ε_float64} (numpy's matrix_rank rule); NaN at rank ≤ 1, where
-    WeightWatcher's value is a ratio of two roundoff terms (e.g. 206 for one nonzero of ten)."""
+def _ww_entropy(evals: torch.Tensor, n_big: torch.Tensor) -> torch.Tensor:
+    """WeightWatcher's matrix entropy of each row of a (B, L) batch: −Σ p log p / log(rank + 1e-10),
+    p = λ/Σλ + 1e-10, rank = #{σ > σ_max · N · ε_float64} (numpy's matrix_rank rule; N of each
+    row in the (B,) n_big); NaN at rank ≤ 1, where WeightWatcher's value is a ratio of two
+    roundoff terms (e.g. 206 for one nonzero of ten), and where Σλ ≤ 0."""
     sv = evals.clamp(min=0.0).sqrt()
-    tol = float(sv.max()) * n_big * torch.finfo(torch.float64).eps
-    rank = int((sv > tol).sum())
-    total = float(evals.sum())
-    if total <= 0 or rank <= 1:  # log(rank) = 0: no entropy (WeightWatcher divides by log(1 + ε))
-        return float("nan")
+    tol = sv.amax(1, keepdim=True) * n_big[:, None] * torch.finfo(torch.float64).eps
+    rank = (sv > tol).sum(1)
+    total = evals.sum(1, keepdim=True)
     p = evals / total + WW_EPSILON
-    return float(-(p * p.log()).sum() / math.log(rank + WW_EPSILON))
+    ent = -(p * p.log()).sum(1) / (rank.to(evals.dtype) + WW_EPSILON).log()
+    # log(rank) = 0 at rank 1: no entropy (WeightWatcher divides by log(1 + ε))
+    return ent.masked_fill_(~((total[:, 0] > 0) & (rank > 1)), torch.nan)
+
+
+def esd_metrics_batch(
+    evals: torch.Tensor,
+    N: int | list[int],
+    M: int,
+    *,
+    min_tail: int = 2,
+    evals_thresh: float = WW_EVALS_THRESH,
+    name: str = "evals",
+) -> list[dict[str, float]]:
+    """:func:`esd_metrics` of every row of a (B, L) batch of ESDs of N×M weights, computed in
+    one set of tensor operations (the power-law fits by :func:`powerlaw_fits`, the MP fits by
+    :func:`mp_bulk_fits`). ``N`` is one int (N and M may then come in either order) or a list
+    of B ints ≥ M, one per row (rows of differently shaped weights with the same M).
+    Returns one metrics dict per row."""
+    ev = as_tensor(evals, name)
+    if ev.dim() != 2 or ev.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty (B, L) batch, got shape {tuple(ev.shape)}")
+    if ev.is_complex():
+        raise ValueError(f"{name}: powerlaw_fit needs real values, got complex")
+    ev = torch.sort(check_finite(ev, name).to(torch.float64), dim=1).values
+    if isinstance(N, list | tuple):
+        if len(N) != ev.shape[0] or min(N) < M:
+            raise ValueError(
+                f"{name}: N must be one int or {ev.shape[0]} ints >= M={M} (one per row), got {N}"
+            )
+        Ns = [int(n) for n in N]
+    else:
+        N, M = max(int(N), int(M)), min(int(N), int(M))
+        Ns = [N] * ev.shape[0]
+    n_rows = torch.tensor(Ns, dtype=ev.dtype, device=ev.device)
+    fits = powerlaw_fits(ev, min_tail=min_tail, threshold=evals_thresh, name=name)
+    alpha = torch.tensor([f.alpha for f in fits], dtype=ev.dtype, device=ev.device)
+    pos = ev > 0
+    terms = (alpha[:, None] * ev.masked_fill(~pos, 1.0).log()).masked_fill_(~pos, -torch.inf)
+    lam_max = ev[:, -1]
+    log_alpha_norm = (torch.logsumexp(terms, 1) / math.log(10.0)).masked_fill_(
+        ~(torch.isfinite(alpha) & (lam_max > 0)), torch.nan)
+    sigma2, edge, spikes = mp_bulk_fits(ev, n_rows if len(set(Ns)) > 1 else Ns[0], M)
+    table = torch.stack([lam_max, ev.sum(1), log_alpha_norm, _ww_entropy(ev, n_rows), sigma2,
+                         edge, spikes.to(ev.dtype)], 1).tolist()
+    out = []
+    for fit, n_big, (lmax, total, lan, entropy, s2, mp_edge, n_spikes) in zip(
+        fits, Ns, table, strict=True
+    ):
+        lsn = math.log10(lmax) if lmax > 0 else float("-inf")
+        out.append({
+            "alpha": fit.alpha,
+            "alpha_weighted": fit.alpha * lsn,
+            "log_norm": math.log10(total) if total > 0 else float("-inf"),
+            "log_spectral_norm": lsn,
+            "log_alpha_norm": lan,
+            "stable_rank": total / lmax if lmax > 0 else 0.0,
+            "entropy": entropy,
+            "num_spikes": n_spikes,
+            "mp_sigma2": s2,
+            "mp_edge": mp_edge,
+            "xmin": fit.xmin,
+            "ks_distance": fit.ks_distance,
+            "n_tail": float(fit.n_tail),
+            "sigma": fit.sigma,
+            "lambda_max": lmax,
+            "num_evals": float(ev.shape[1]),
+            "N": float(n_big),
+            "M": float(M),
+        })
+    return out
 
 
 def esd_metrics(
@@ -171,40 +263,8 @@ def esd_metrics(
     num_spikes = #λ above the Marchenko–Pastur edge σ²(1+√(M/N))² with σ² fitted to the bulk
     (:func:`mp_bulk_fit`), with mp_sigma2 and mp_edge in the ESD's own scale.
     """
-    ev = check_vector(evals, name).to(torch.float64)
-    ev = torch.sort(ev).values
-    N, M = max(int(N), int(M)), min(int(N), int(M))
-    fit = powerlaw_fit(ev, min_tail=min_tail, threshold=evals_thresh, name=name)
-    lam_max = float(ev[-1])
-    total = float(ev.sum())
-    alpha = fit.alpha
-    lsn = math.log10(lam_max) if lam_max > 0 else float("-inf")
-    if math.isfinite(alpha) and lam_max > 0:
-        pos = ev[ev > 0]
-        log_alpha_norm = float(torch.logsumexp(alpha * pos.log(), 0)) / math.log(10.0)
-    else:
-        log_alpha_norm = float("nan")
-    sigma2, edge, spikes = mp_bulk_fit(ev, N, M, name=name)
-    return {
-        "alpha": alpha,
-        "alpha_weighted": alpha * lsn,
-        "log_norm": math.log10(total) if total > 0 else float("-inf"),
-        "log_spectral_norm": lsn,
-        "log_alpha_norm": log_alpha_norm,
-        "stable_rank": total / lam_max if lam_max > 0 else 0.0,
-        "entropy": _ww_entropy(ev, N),
-        "num_spikes": float(spikes),
-        "mp_sigma2": sigma2,
-        "mp_edge": edge,
-        "xmin": fit.xmin,
-        "ks_distance": fit.ks_distance,
-        "n_tail": float(fit.n_tail),
-        "sigma": fit.sigma,
-        "lambda_max": lam_max,
-        "num_evals": float(ev.numel()),
-        "N": float(N),
-        "M": float(M),
-    }
+    return esd_metrics_batch(check_vector(evals, name)[None], N, M, min_tail=min_tail,
+                             evals_thresh=evals_thresh, name=name)[0]
 
 
 def weight_metrics(
@@ -232,7 +292,7 @@ def weight_metrics(
     N, M = max(a, b), min(a, b)
     if ev.dim() == 1:
         return esd_metrics(ev, N, M, min_tail=min_tail, name=name)
-    return [esd_metrics(e, N, M, min_tail=min_tail, name=f"{name}[{i}]") for i, e in enumerate(ev)]
+    return esd_metrics_batch(ev, N, M, min_tail=min_tail, name=name)
 
 
 _WW_TYPES = ("linear", "conv1d", "conv2d", "embedding")
@@ -327,32 +387,35 @@ def model_weight_spectra(
     groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
     for nm, w in items:
         groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append((nm, w))
-    out: dict[str, tuple[torch.Tensor, dict[str, float]]] = {}
-    for (shape, dtype, _), members in groups.items():
+    def esds(ws: list[tuple[str, torch.Tensor]], prec: str) -> list[torch.Tensor]:
+        """Ascending ESDs of same-shape weights: 2-D ones from one batched eigen-solve."""
+        if ws[0][1].dim() == 2:
+            return list(_gram_evals_of([w for _, w in ws], method, prec))
+        return [torch.sort(weight_esd(w, conv=conv, method=method, precision=prec,
+                                      name=nm).reshape(-1)).values for nm, w in ws]
+
+    # pass 1: ESDs per same-shape group; rows pooled by (ESD length, M, device) for the fits
+    pools: dict[tuple, list[tuple[str, torch.Tensor, torch.Tensor, int, bool]]] = {}
+    for (shape, dtype, device), members in groups.items():
         for nm, w in members:
             check_matrix(w, nm)
         mixed = precision == "auto" and dtype != torch.float64
-        prec = "float32" if mixed else precision
-
-        def esds(
-            ws: list[tuple[str, torch.Tensor]], prec: str, shape: tuple = shape
-        ) -> list[torch.Tensor]:
-            if len(shape) == 2:
-                return list(_gram_evals(torch.stack([w for _, w in ws]), method, prec))
-            return [
-                weight_esd(w, conv=conv, method=method, precision=prec, name=nm) for nm, w in ws
-            ]
-
-        evs = esds(members, prec)
+        evs = esds(members, "float32" if mixed else precision)
         if len(shape) == 2:
             a, b = shape
         else:
             stack, _, _ = _weight_stack(members[0][1], None, None, conv, members[0][0])
             a, b = stack.shape[-2:]
         N, M = max(a, b), min(a, b)
-        for i, (nm, w) in enumerate(members):
-            ev = torch.sort(evs[i].reshape(-1)).values
-            m = esd_metrics(ev, N, M, min_tail=min_tail, name=nm)
+        for (nm, w), ev in zip(members, evs, strict=True):
+            pools.setdefault((ev.numel(), M, device), []).append((nm, w, ev, N, mixed))
+    # pass 2: one batched set of fits per pool; float64 redo where float32 cannot support them
+    out: dict[str, tuple[torch.Tensor, dict[str, float]]] = {}
+    for (_, M, _), rows in pools.items():
+        E = torch.stack([ev.to(torch.float64) for _, _, ev, _, _ in rows])
+        ms = esd_metrics_batch(E, [N for *_, N, _ in rows], M, min_tail=min_tail,
+                               name=rows[0][0])
+        for (nm, w, ev, N, mixed), m in zip(rows, ms, strict=True):
             if mixed and not _mixed_ok(ev, N, m["xmin"]):
                 ev = esds([(nm, w)], "float64")[0]
                 m = esd_metrics(ev, N, M, min_tail=min_tail, name=nm)

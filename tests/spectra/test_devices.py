@@ -116,6 +116,8 @@ CASES: dict[str, tuple[Callable[[Put], Any], bool]] = {
     "eigvals_general": (lambda put: S.eigvals_general(put(_sym())), False),
     "eigvals_sym": (lambda put: S.eigvals_sym(put(_sym())), False),
     "esd_metrics": (lambda put: S.esd_metrics(put(_evals()), 60, 40), False),
+    "esd_metrics_batch": (lambda put: S.esd_metrics_batch(
+        put(torch.stack([_evals(), _evals().flip(0) * 2])), 60, 40), False),
     "flatten_ntk": (lambda put: S.flatten_ntk(put(torch.ones(3, 3, 2, 2))), False),
     "gram_eigvals": (lambda put: S.gram_eigvals(put(_sym()[:, :7]), normalize=12.0), False),
     "hessian_eigs": (lambda put: S.hessian_eigs(put.module(_mlp()), nn.MSELoss(), _xy(put),
@@ -169,6 +171,8 @@ CASES: dict[str, tuple[Callable[[Put], Any], bool]] = {
     "powerlaw_fit": (lambda put: (S.powerlaw_fit(put(_evals(60))),
                                   S.powerlaw_fit(put(_evals(12))),
                                   S.powerlaw_fit(put(_evals(60)), xmin=0.5)), False),
+    "powerlaw_fits": (lambda put: S.powerlaw_fits(put(torch.stack([_evals(60), _evals(60) ** 2]))),
+                      False),
     "select_params": (lambda put: S.select_params(put.module(_mlp()), r"\.weight"), False),
     "sign_ntk": (lambda put: (
         S.sign_ntk(put(torch.randn(4, 3, 10, generator=_gen(), dtype=torch.float64))),

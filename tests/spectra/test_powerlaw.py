@@ -284,3 +284,29 @@ def test_small_sample_rule_skips_degenerate_tails():
     fit = powerlaw_fit(x)
     assert (fit.n_tail, fit.xmin) == (n, xmin) and fit.alpha == pytest.approx(a, rel=1e-10)
     assert fit.alpha < 100
+
+
+def test_batched_fits_equal_the_row_by_row_fits(gen):
+    """One (B, n) batch whose rows drop different numbers of values at the threshold (none, 30,
+    all but 15: the small-sample rule, all but one: no fit), unsorted: every row's fit equals
+    powerlaw_fit of that row alone, and the large row agrees with the plain-loop reference."""
+    from callbacks.spectra import powerlaw_fits
+
+    n = 80
+    rows = [pareto(n, 2.5, 1.0, gen),
+            torch.cat([torch.rand(30, generator=gen, dtype=torch.float64) * 1e-6,
+                       pareto(n - 30, 3.5, 2.0, gen)]),
+            torch.cat([torch.zeros(n - 15, dtype=torch.float64), pareto(15, 2.0, 1.0, gen)]),
+            torch.cat([torch.zeros(n - 1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)])]
+    batch = torch.stack([r[torch.randperm(n, generator=gen)] for r in rows])
+    fits = powerlaw_fits(batch, threshold=1e-5)
+    assert fits[:3] == [powerlaw_fit(r, threshold=1e-5) for r in rows[:3]]
+    assert math.isnan(fits[3].alpha) and fits[3].n_tail == 0
+    assert fits[2].n_tail >= 8  # the small-sample rule's tails of at least 8 values
+    a, xmin, d, nt = reference_fit(rows[1][rows[1] > 1e-5])
+    assert (fits[1].alpha, fits[1].xmin, fits[1].n_tail) == (pytest.approx(a, rel=1e-12), xmin, nt)
+    assert fits[1].ks_distance == pytest.approx(d, rel=1e-10)
+    with pytest.raises(ValueError, match=r"^spec must be a non-empty \(B, n\) batch"):
+        powerlaw_fits(torch.ones(5), name="spec")
+    with pytest.raises(ValueError, match=r"^spec has non-finite"):
+        powerlaw_fits(torch.tensor([[1.0, float("nan")]]), name="spec")

@@ -88,6 +88,20 @@ def test_bad_method_and_which_list_allowed():
         weight_esd(torch.eye(3), method="qr")
 
 
+def test_finiteness_check_is_exact_when_the_sum_is_not_finite():
+    from callbacks.spectra import check_finite
+
+    big = torch.full((4,), 3e38)  # finite float32 entries whose sum overflows to inf
+    assert check_finite(big, "w") is big
+    both = torch.tensor([1.0, float("inf"), float("-inf")])  # their sum is NaN, not Inf
+    with pytest.raises(ValueError, match=r"w has non-finite entries \(0 NaN, 2 Inf\) of 3"):
+        check_finite(both, "w")
+    z = torch.tensor([1 + 1j, complex(1.0, float("nan"))])
+    with pytest.raises(ValueError, match=r"1 NaN, 0 Inf"):
+        check_finite(z, "z")
+    assert check_finite(torch.zeros(0), "e").numel() == 0
+
+
 def test_nan_in_ntk_input():
     x = torch.randn(3, 3)
     x[0, 0] = float("nan")

@@ -9,6 +9,7 @@ from torch import nn
 
 from callbacks.spectra import (
     esd_metrics,
+    esd_metrics_batch,
     iter_weight_matrices,
     model_weight_metrics,
     model_weight_spectra,
@@ -178,8 +179,29 @@ def test_model_weight_metrics_matches_per_layer(gen):
     for name, mod in model.named_children():
         if name in out:
             ref = weight_metrics(mod.weight.detach())
-            for key in ("alpha", "log_norm", "entropy", "xmin", "num_spikes"):
+            # "0" (48x64) and "2", "3" (48x48) share M = 48: their fits run in one pooled batch
+            for key in ("alpha", "log_norm", "entropy", "xmin", "num_spikes", "mp_edge",
+                        "mp_sigma2", "N", "M"):
                 assert out[name][key] == pytest.approx(ref[key], rel=1e-9, nan_ok=True)
+
+
+def test_batch_metrics_with_one_n_per_row_equal_the_row_by_row_metrics(gen):
+    """Rows of weights with different N but the same M: the MP edge (1 + √(M/N))² and the
+    entropy's rank tolerance σ_max·N·ε must use each row's own N."""
+    M, Ns = 30, [30, 45, 200]
+    E = torch.stack([torch.linalg.svdvals(torch.randn(n, M, generator=gen, dtype=torch.float64))
+                     .square().flip(0) for n in Ns])
+    E[1, :3] = 0.0  # a rank-deficient row: the rank rule decides the entropy
+    batch = esd_metrics_batch(E, Ns, M)
+    for row, n, got in zip(E, Ns, batch, strict=True):
+        ref = esd_metrics(row, n, M)
+        assert got == pytest.approx(ref, rel=1e-12, nan_ok=True)
+        assert got["N"] == n
+    assert batch[0]["mp_edge"] != pytest.approx(esd_metrics(E[0], Ns[2], M)["mp_edge"], rel=1e-3)
+    with pytest.raises(ValueError, match=r"N must be one int or 3 ints >= M=30"):
+        esd_metrics_batch(E, [30, 29, 200], M)
+    with pytest.raises(ValueError, match=r"N must be one int or 3 ints >= M=30"):
+        esd_metrics_batch(E, [30, 45], M)
 
 
 def test_against_weightwatcher(gen):
