@@ -137,7 +137,70 @@ def main() -> None:
         f"  overhead (B/A - 1)  {100 * overhead:+.2f}%   bar <= 2%: "
         f"{'PASS' if overhead <= 0.02 else 'FAIL'}"
     )
+    fixed = sum(own_s for _, own_s, _, steps in per_probe[-1])
+    print_fixed_cost_floor(fixed, {probe: len(steps) for probe, _, _, steps in per_probe[-1]})
     print("  (Hessian / NTK snapshot costs: --probes-only)")
+
+
+def median_s(fn, reps: int = 7) -> float:
+    """Median wall time of `fn()` over `reps` calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(reps):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def print_fixed_cost_floor(fixed_s: float, snapshots: dict[str, int]) -> None:
+    """Print the floor of the leave-on set's cost at these snapshot counts: per feature snapshot
+    the bare probe forward (no hooks, eval, no grad) and the float64 covariance products (one
+    triangle, rows·d(d+1) FLOP per layer, at the float64 GEMM rate measured here) and the
+    float64 eigvalsh of each covariance; per weight snapshot bench_weights' floor (float32 Gram + eigvalsh per layer). Against the ≤ 1 s goal."""
+    from bench_weights import floor as weights_floor
+
+    from callbacks.feature_spectrum import affine_map, flatten_features
+
+    model = TinyGPT().eval()
+    (feat,) = spectra_callbacks(("feature_spectrum",))
+    x = token_data().dataset.tensors[0][: feat.n_probe]
+    feat.inputs = x
+    layers = feat.layers(model)
+    rows = feat._rows_per_sample(model, layers)
+    x = x[: -(-feat.max_rows // rows)]  # the samples the probe forwards (as in prepare)
+    widths: list[int] = []  # the width each layer's covariance is accumulated at
+
+    def width(mod, args, out) -> None:
+        A, d = affine_map(mod), flatten_features(out, mod).shape[1]
+        if d <= feat.max_dim:  # an expanding affine layer: its inputs' covariance
+            widths.append(A.shape[1] if A is not None and A.shape[0] > A.shape[1] else d)
+
+    hooks = [m.register_forward_hook(width) for _, m in layers]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    n_rows = min(feat.max_rows, x.shape[0] * rows)
+    flop = sum(n_rows * d * (d + 1) for d in widths)
+    a = torch.randn(1024, 1024, dtype=torch.float64)
+    rate = 2 * 1024**3 / median_s(lambda: a @ a, reps=5)
+    with torch.no_grad():
+        t_fwd = median_s(lambda: model(x))
+    t_cov = flop / rate
+    spd = {d: torch.randn(d, d, dtype=torch.float64) for d in set(widths)}
+    spd = {d: a @ a.T for d, a in spd.items()}
+    t_eig = sum(median_s(lambda d=d: torch.linalg.eigvalsh(spd[d]), reps=5) for d in widths)
+    t_w = median_s(lambda: weights_floor(model.model))
+    n_f, n_w = snapshots.get("features", 0), snapshots.get("weights", 0)
+    floor = n_f * (t_fwd + t_cov + t_eig) + n_w * t_w
+    print(f"  floor of the fixed cost: {n_f} x (probe forward {1000 * t_fwd:.0f} ms + float64 "
+          f"covariance products {flop / 1e9:.2f} GFLOP at {rate / 1e9:.1f} GFLOP/s = "
+          f"{1000 * t_cov:.0f} ms + {len(widths)} float64 eigvalsh {1000 * t_eig:.0f} ms) + "
+          f"{n_w} x weights floor {1000 * t_w:.0f} ms = {floor:.2f} s")
+    verdict = "PASS" if fixed_s <= 1.0 else ("FLOOR" if floor > 1.0 else "FAIL")
+    print(f"  [{verdict}] fixed cost <= 1 s: {fixed_s:.2f} s ({fixed_s / floor:.2f}x the floor"
+          + (f"; the floor alone is {floor:.2f} s > 1 s)" if floor > 1.0 else ")"))
 
 
 def snapshot_steps(cb: pl.Callback) -> list[int]:

@@ -73,7 +73,7 @@ class SpectralCallback(pl.Callback):
         self.sink: SpectrumSink | None = None
         self.disabled_reason: str | None = None
         self._warned: set[str] = set()
-        self._own_s = 0.0  # wall time of snapshots, writing and the end plot (the budget's count)
+        self._own_s = 0.0  # wall time of prepare, snapshots, writing and the end plot (the budget's count)
         self._plot_s = 0.0  # the end plot's share of it
         self._start = 0.0
         self._min_gap = 0
@@ -188,10 +188,12 @@ class SpectralCallback(pl.Callback):
             self._prev_step = None
         if not trainer.is_global_zero or self.disabled_reason:
             return
+        began = time.perf_counter()
         try:
             self.prepare(trainer, pl_module)
         except (NotImplementedError, AttributeError, TypeError, ValueError) as err:
             self.disable(f"{type(err).__name__}: {err}")
+        self._own_s += time.perf_counter() - began  # the probe set and its first forward count
         if not self._resumed:  # a resumed run took its snapshots up to the checkpoint already
             self.snapshot(trainer, pl_module, force=True)
             return

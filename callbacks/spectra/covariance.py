@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .dense import eigvals_sym
+from .dense import eigvals_sym, symmetric_gram
 from .validate import check_finite
 
 
@@ -72,7 +72,8 @@ class StreamingCovariance:
         x = x.to(self.mean.device)
         mean_b = x.mean(0)
         xc = x - mean_b
-        self._combine(x.shape[0], mean_b, xc.T @ xc)
+        # xcᵀ xc from its upper block triangle (5/8 of the product at 4 blocks)
+        self._combine(x.shape[0], mean_b, symmetric_gram(xc.T, block=max(32, self.dim // 4)))
         return self
 
     def merge(self, other: StreamingCovariance) -> StreamingCovariance:
@@ -142,10 +143,12 @@ def mapped_covariance_eigvals(cov: torch.Tensor, A: torch.Tensor) -> torch.Tenso
     """Ascending float64 eigenvalues of the covariance A C Aᵀ of y = A x + b, for C = cov(x).
 
     A is (out, in), C is (in, in). When out > in, A C Aᵀ has rank ≤ in and its nonzero
-    eigenvalues are those of the (in, in) matrix S = Λ^½ Vᵀ AᵀA V Λ^½, with C = V Λ Vᵀ (Λ
-    clamped at 0): the out-dimensional spectrum costs in²·out instead of out³ (and the features
-    of an expanding layer need not be accumulated at width out). The result has out values,
-    out − in of them exact zeros. When out ≤ in, A C Aᵀ is formed and solved directly.
+    eigenvalues are those of C AᵀA, i.e. of the symmetric (in, in) matrix S = Lᵀ C L with
+    AᵀA = L Lᵀ (Cholesky; C may be singular). Where AᵀA is not positive definite (A of rank
+    < in), S = Λ^½ Vᵀ AᵀA V Λ^½ with C = V Λ Vᵀ (Λ clamped at 0) instead. The out-dimensional
+    spectrum costs in²·out instead of out³ (and the features of an expanding layer need not be
+    accumulated at width out). The result has out values, out − in of them exact zeros. When
+    out ≤ in, A C Aᵀ is formed and solved directly.
     """
     C = check_finite(torch.as_tensor(cov), "covariance").to(torch.float64)
     A = check_finite(torch.as_tensor(A), "linear map").to(torch.float64, copy=False)
@@ -155,8 +158,12 @@ def mapped_covariance_eigvals(cov: torch.Tensor, A: torch.Tensor) -> torch.Tenso
     out_dim, in_dim = A.shape
     if out_dim <= in_dim:
         return eigvals_sym(A @ C @ A.T, name="mapped covariance")
-    lam, V = torch.linalg.eigh(0.5 * (C + C.T))
-    B = V * lam.clamp(min=0.0).sqrt()  # C = B Bᵀ
-    AB = A @ B
-    evals = eigvals_sym(AB.T @ AB, name="mapped covariance").clamp(min=0.0)
+    L, info = torch.linalg.cholesky_ex(A.T @ A)
+    if int(info) == 0:
+        S = L.T @ C @ L  # similar to C AᵀA: one Cholesky instead of an eigen-decomposition of C
+    else:
+        lam, V = torch.linalg.eigh(0.5 * (C + C.T))
+        AB = A @ (V * lam.clamp(min=0.0).sqrt())  # C = B Bᵀ, B = V Λ^½
+        S = AB.T @ AB
+    evals = eigvals_sym(S, name="mapped covariance").clamp(min=0.0)
     return torch.cat([evals.new_zeros(out_dim - in_dim), evals])

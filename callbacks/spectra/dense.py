@@ -59,3 +59,18 @@ def gram_eigvalsh(X: torch.Tensor) -> torch.Tensor:
     """
     Xc = X.transpose(-1, -2).conj()
     return torch.linalg.eigvalsh(Xc @ X)
+
+
+def symmetric_gram(G: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """Return G Gᵀ, computing only the blocks on and above the diagonal (about half the work of
+    one matmul for many rows) and mirroring the rest."""
+    rows = G.shape[0]
+    if rows <= 2 * block:
+        return G @ G.T
+    out = torch.empty(rows, rows, dtype=G.dtype, device=G.device)
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        upper = G[start:stop] @ G[start:].T  # (b, rows - start)
+        out[start:stop, start:] = upper
+        out[stop:, start:stop] = upper[:, stop - start:].T
+    return out

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .dense import eigvals_sym
+from .dense import eigvals_sym, symmetric_gram
 from .lanczos import LanczosResult, lanczos
 from .params import select_params
 from .summaries import effective_rank
@@ -227,21 +227,6 @@ def _output_gram(G: torch.Tensor, trace_outputs: bool) -> torch.Tensor:
     if trace_outputs:
         return torch.einsum("cif,cjf->ij", G, G)
     return symmetric_gram(G.reshape(C * n, -1)).reshape(C, n, C, n).permute(1, 3, 0, 2)
-
-
-def symmetric_gram(G: torch.Tensor, block: int = 128) -> torch.Tensor:
-    """Return G Gᵀ, computing only the blocks on and above the diagonal (about half the work of
-    one matmul for many rows) and mirroring the rest."""
-    rows = G.shape[0]
-    if rows <= 2 * block:
-        return G @ G.T
-    out = torch.empty(rows, rows, dtype=G.dtype, device=G.device)
-    for start in range(0, rows, block):
-        stop = min(start + block, rows)
-        upper = G[start:stop] @ G[start:].T  # (b, rows - start)
-        out[start:stop, start:] = upper
-        out[stop:, start:stop] = upper[:, stop - start:].T
-    return out
 
 
 def _ntk_jacobian(

@@ -20,6 +20,16 @@ def test_batched_equals_all_at_once(gen):
     assert acc.n == 500
 
 
+@pytest.mark.parametrize("d", [12, 150])  # 150 > 2·(150 // 4): the block-triangle product
+def test_batched_equals_all_at_once_at_any_width(gen, d):
+    X = data(gen, n=400, d=d)
+    acc = StreamingCovariance(d)
+    for chunk in torch.split(X, 97):
+        acc.update(chunk)
+    C = acc.covariance()
+    torch.testing.assert_close(C, torch.cov(X.T), rtol=1e-12, atol=1e-12 * float(C.abs().max()))
+
+
 def test_merge_state_and_sums(gen):
     X = data(gen)
     a, b = StreamingCovariance(12), StreamingCovariance(12)
@@ -58,12 +68,16 @@ def test_errors():
         acc.merge(StreamingCovariance(4))
 
 
-@pytest.mark.parametrize(("out_dim", "rank"), [(40, 12), (40, 7), (9, 12)])
-def test_mapped_covariance_eigvals_match_the_output_covariance(gen, out_dim, rank):
-    # inputs of dimension 12 and the given rank (a LayerNorm output is rank-deficient too)
+@pytest.mark.parametrize(("out_dim", "rank", "rank_a"),
+                         [(40, 12, 12), (40, 7, 12), (9, 12, 9), (40, 12, 5), (40, 7, 5)])
+def test_mapped_covariance_eigvals_match_the_output_covariance(gen, out_dim, rank, rank_a):
+    # inputs of dimension 12 and the given rank (a LayerNorm output is rank-deficient too); a map
+    # of rank < 12 has a singular AᵀA (no Cholesky: the eigen-decomposition path)
     X = torch.randn(300, rank, generator=gen, dtype=torch.float64) @ torch.randn(
         rank, 12, generator=gen, dtype=torch.float64)
-    A = torch.randn(out_dim, 12, generator=gen, dtype=torch.float64)
+    A = torch.randn(out_dim, rank_a, generator=gen, dtype=torch.float64) @ torch.randn(
+        rank_a, 12, generator=gen, dtype=torch.float64) if rank_a < 12 else torch.randn(
+        out_dim, 12, generator=gen, dtype=torch.float64)
     b = torch.randn(out_dim, generator=gen, dtype=torch.float64)
     C = torch.cov(X.T)
     got = mapped_covariance_eigvals(C, A)
@@ -72,7 +86,9 @@ def test_mapped_covariance_eigvals_match_the_output_covariance(gen, out_dim, ran
     assert torch.all(got[1:] >= got[:-1])
     top = float(ref[-1])
     torch.testing.assert_close(got, ref.clamp(min=0.0), rtol=1e-9, atol=1e-10 * top)
-    assert int((got > 1e-10 * top).sum()) == min(rank, out_dim)
+    assert int((got > 1e-10 * top).sum()) == min(rank, out_dim, rank_a)  # generic rank of A C Aᵀ
+    if out_dim > 12:  # which path ran: Cholesky of AᵀA exactly when A has full column rank
+        assert (int(torch.linalg.cholesky_ex(A.T @ A).info) == 0) == (rank_a == 12)
 
 
 def test_mapped_covariance_eigvals_bad_input():

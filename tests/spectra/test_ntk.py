@@ -14,7 +14,7 @@ from callbacks.spectra import (
     ntk_topk,
     sign_ntk,
 )
-from callbacks.spectra.ntk import symmetric_gram
+from callbacks.spectra.dense import symmetric_gram
 
 
 def mlp():
