@@ -153,3 +153,22 @@ def test_mapped_covariance_checks_dtypes_and_messages():
     for a in (big, torch.tensor([[1e200], [1.0]], dtype=torch.float64)):
         with pytest.raises(ValueError, match=r"^mapped covariance has non-finite"):
             mapped_covariance_eigvals(big, a)
+
+
+def test_mapped_eigvals_when_the_map_ignores_its_first_input(gen):
+    """A zero first column of A makes AᵀA fail Cholesky at its first pivot (info = 1): the
+    eigen-decomposition path must give the output covariance's spectrum."""
+    X = torch.randn(200, 6, generator=gen, dtype=torch.float64)
+    A = torch.randn(15, 6, generator=gen, dtype=torch.float64)
+    A[:, 0] = 0.0
+    assert int(torch.linalg.cholesky_ex(A.T @ A).info) == 1
+    got = mapped_covariance_eigvals(torch.cov(X.T), A)
+    ref = eigvals_sym(torch.cov((X @ A.T).T)).clamp(min=0.0)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-10 * float(ref[-1]))
+
+
+def test_an_empty_accumulator_has_a_square_scatter():
+    state = StreamingCovariance(4).state()
+    assert state["m2"].shape == (4, 4) and state["mean"].shape == (4,)
+    assert StreamingCovariance.from_state(state).merge(
+        StreamingCovariance(4).update(torch.eye(4, dtype=torch.float64))).m2.shape == (4, 4)

@@ -310,3 +310,42 @@ def test_batched_fits_equal_the_row_by_row_fits(gen):
         powerlaw_fits(torch.ones(5), name="spec")
     with pytest.raises(ValueError, match=r"^spec has non-finite"):
         powerlaw_fits(torch.tensor([[1.0, float("nan")]]), name="spec")
+
+
+def test_fixed_xmin_counts_only_values_above_the_threshold():
+    """A fixed xmin below the threshold: the values in (xmin, threshold] are dropped first;
+    values in (0, 1] stay when the threshold is 0; two values are enough for a fit."""
+    x = torch.tensor([0.0, 2e-6, 5e-6, 1e-5, 0.6, 0.8, 2.0, 4.0], dtype=torch.float64)
+    fit = powerlaw_fit(x, xmin=1e-6, threshold=1e-5)
+    tail = [0.6, 0.8, 2.0, 4.0]
+    alpha = 1.0 + 4 / sum(math.log(v / 1e-6) for v in tail)
+    assert (fit.n_tail, fit.xmin) == (4, 1e-6)
+    assert fit.alpha == pytest.approx(alpha, rel=1e-12)
+    assert powerlaw_fit(x, xmin=0.7).n_tail == 3  # 0.8, 2, 4: nothing in (0, 1] dropped
+    two = powerlaw_fit(torch.tensor([1.0, 3.0]), xmin=1.0)
+    assert (two.n_tail, two.alpha) == (2, pytest.approx(1.0 + 2.0 / math.log(3.0), rel=1e-12))
+
+
+def test_batched_fits_defaults_dtype_and_messages(gen):
+    """powerlaw_fits' defaults equal powerlaw_fit's (a row of exactly 20 values > 0: the
+    small-sample boundary; values below 1 kept at threshold 0); float32 rows are fitted in
+    float64; each refusal names the input."""
+    from callbacks.spectra import powerlaw_fits
+
+    rows = torch.stack([pareto(20, 2.5, 0.05, gen), pareto(20, 3.0, 0.2, gen)])
+    assert bool((rows < 1).any())
+    assert powerlaw_fits(rows) == [powerlaw_fit(r) for r in rows]
+    r32 = rows.float()
+    assert powerlaw_fits(r32) == powerlaw_fits(r32.double())
+    no_fit = torch.zeros(20, dtype=torch.float64)
+    no_fit[-1] = 1.0  # one value > 0: no fit, and the rows after it are still fitted
+    after = powerlaw_fits(torch.stack([no_fit, rows[0]]))
+    assert len(after) == 2 and math.isnan(after[0].alpha) and after[1] == powerlaw_fit(rows[0])
+    with pytest.raises(ValueError, match=r"^spec must be a non-empty \(B, n\) batch, got shape \(0, 5\)"):
+        powerlaw_fits(torch.empty(0, 5), name="spec")
+    with pytest.raises(ValueError, match=r"^spec: powerlaw_fit needs real values, got complex$"):
+        powerlaw_fits(torch.ones(2, 3, dtype=torch.complex128), name="spec")
+    with pytest.raises(TypeError, match=r"^spec: expected a tensor-like object"):
+        powerlaw_fits([[1.0, "a"]], name="spec")
+    with pytest.raises(TypeError, match=r"^evals: expected a tensor-like object"):
+        powerlaw_fits([[1.0, "a"]])
