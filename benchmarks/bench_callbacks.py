@@ -142,33 +142,22 @@ def main() -> None:
     print("  (Hessian / NTK snapshot costs: --probes-only)")
 
 
-def median_s(fn, reps: int = 7) -> float:
-    """Median wall time of `fn()` over `reps` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(reps):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 def print_fixed_cost_floor(fixed_s: float, snapshots: dict[str, int]) -> None:
     """Print the floor of the leave-on set's cost at these snapshot counts: per feature snapshot
     the bare probe forward (no hooks, eval, no grad) and the float64 covariance products (one
     triangle, rows·d(d+1) FLOP per layer, at the float64 GEMM rate measured here) and the
     float64 eigvalsh of each covariance; per weight snapshot bench_weights' floor (float32 Gram + eigvalsh per layer). Against the ≤ 1 s goal."""
+    from _common import timeit
     from bench_weights import floor as weights_floor
 
     from callbacks.feature_spectrum import affine_map, flatten_features
 
     model = TinyGPT().eval()
     (feat,) = spectra_callbacks(("feature_spectrum",))
-    x = token_data().dataset.tensors[0][: feat.n_probe]
-    feat.inputs = x
-    layers = feat.layers(model)
+    feat._probe_set = (token_data().dataset.tensors[0][: feat.n_probe], None)  # the first batches
+    feat.prepare(None, model)  # keeps the samples that max_rows token rows need
+    x, layers = feat.inputs, feat.layers(model)
     rows = feat._rows_per_sample(model, layers)
-    x = x[: -(-feat.max_rows // rows)]  # the samples the probe forwards (as in prepare)
     widths: list[int] = []  # the width each layer's covariance is accumulated at
 
     def width(mod, args, out) -> None:
@@ -184,14 +173,14 @@ def print_fixed_cost_floor(fixed_s: float, snapshots: dict[str, int]) -> None:
     n_rows = min(feat.max_rows, x.shape[0] * rows)
     flop = sum(n_rows * d * (d + 1) for d in widths)
     a = torch.randn(1024, 1024, dtype=torch.float64)
-    rate = 2 * 1024**3 / median_s(lambda: a @ a, reps=5)
+    rate = 2 * 1024**3 / timeit(lambda: a @ a)[0]
     with torch.no_grad():
-        t_fwd = median_s(lambda: model(x))
+        t_fwd = timeit(lambda: model(x), reps=7)[0]
     t_cov = flop / rate
     spd = {d: torch.randn(d, d, dtype=torch.float64) for d in set(widths)}
     spd = {d: a @ a.T for d, a in spd.items()}
-    t_eig = sum(median_s(lambda d=d: torch.linalg.eigvalsh(spd[d]), reps=5) for d in widths)
-    t_w = median_s(lambda: weights_floor(model.model))
+    t_eig = sum(timeit(lambda d=d: torch.linalg.eigvalsh(spd[d]))[0] for d in widths)
+    t_w = timeit(lambda: weights_floor(model.model), reps=7)[0]
     n_f, n_w = snapshots.get("features", 0), snapshots.get("weights", 0)
     floor = n_f * (t_fwd + t_cov + t_eig) + n_w * t_w
     print(f"  floor of the fixed cost: {n_f} x (probe forward {1000 * t_fwd:.0f} ms + float64 "

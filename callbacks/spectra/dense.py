@@ -7,6 +7,8 @@ the small end of a spectrum (rank, entropy, log-det, condition number) is lost i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .validate import check_matrix, compute_dtype
@@ -50,15 +52,28 @@ def gram_eigvals(
     return ev
 
 
-def gram_eigvalsh(X: torch.Tensor) -> torch.Tensor:
-    """Ascending eigenvalues of the Gram XᵀX of each matrix in a (..., N, M) stack, in X's dtype.
+def gram_eigvalsh(
+    X: torch.Tensor | Sequence[torch.Tensor], dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Ascending eigenvalues of the smaller Gram of each (a, b) matrix W of a (B, a, b) stack or
+    a list of same-shape matrices — W Wᴴ when a < b, else Wᵀ W̄ (WᴴW's conjugate, the same
+    eigenvalues) —, shape (B, min(a, b)), computed in ``dtype`` (default: the matrices').
 
-    ``torch.linalg.eigvalsh(XᵀX)``, batched (LAPACK syevd without vectors on CPU). The library
+    The Grams are written into one buffer (a list is never stacked into a copy) and solved by
+    one batched ``torch.linalg.eigvalsh`` (LAPACK syevd without vectors on CPU). The library
     stays pure torch; on this project's 2-core AMD EPYC, scipy's OpenBLAS ``syevd`` measured ~2x
     faster than torch's MKL one for M = 512 (18 vs 36 ms in float64, one thread).
     """
-    Xc = X.transpose(-1, -2).conj()
-    return torch.linalg.eigvalsh(Xc @ X)
+    first = X[0]
+    dt = first.dtype if dtype is None else dtype
+    a, b = first.shape
+    m = min(a, b)
+    G = torch.empty(len(X), m, m, dtype=dt, device=first.device)
+    for g, w in zip(G, X, strict=True):
+        x = w.to(dt)
+        x = x if a < b else x.T  # (m, max(a, b)): x xᴴ is the smaller Gram
+        torch.matmul(x, x.T.conj(), out=g)
+    return torch.linalg.eigvalsh(G)
 
 
 def symmetric_gram(G: torch.Tensor, block: int = 128) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from .validate import as_tensor, check_finite, check_vector
+from .validate import check_rows, check_vector
 
 
 class PowerLawFit(NamedTuple):
@@ -137,14 +137,8 @@ def powerlaw_fits(
 
     Returns one :class:`PowerLawFit` per row, equal to ``powerlaw_fit(evals[b], ...)``.
     """
-    ev = as_tensor(evals, name)
-    if ev.dim() != 2 or ev.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty (B, n) batch, got shape {tuple(ev.shape)}")
-    if ev.is_complex():
-        raise ValueError(f"{name}: powerlaw_fit needs real values, got complex")
+    x = check_rows(evals, name)
     _check_options("ks", min_tail)
-    check_finite(ev, name)
-    x = torch.sort(ev.to(torch.float64), dim=1).values
     return _fit_ks(x, min_tail, small_n, threshold)
 
 

@@ -56,17 +56,16 @@ def count_outliers(evals: torch.Tensor, edge: float, name: str = "evals") -> int
 
 
 def mp_bulk_fits(
-    evals: torch.Tensor, n: int | torch.Tensor, m: int, max_iter: int = 50
+    evals: torch.Tensor, n: int | list[int], m: int, max_iter: int = 50
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`mp_bulk_fit` of every row of a (B, p) batch of ascending float64 spectra at once
-    (no input checks: the caller has them); ``n`` is one int or a (B,) tensor, one per row.
+    (no input checks: the caller has them); ``n`` is one int or a list of B, one per row.
     Returns tensors (sigma2, upper_edge, num_spikes)."""
     B, p = evals.shape
     missing_zeros = max(m - p, 0)  # only the min(n, m) non-zero eigenvalues given: zeros count
-    if isinstance(n, torch.Tensor):  # edge = σ²(1 + √(m/n))², row by row
-        scale = (1.0 + (m / n.to(evals.dtype)).sqrt()).square()[:, None]
-    else:
-        scale = mp_edge(n, m, 1.0)
+    ns = n if isinstance(n, list) else [n] * B
+    scale = torch.tensor([mp_edge(k, m, 1.0) for k in ns], dtype=evals.dtype,
+                         device=evals.device)[:, None]  # edge = σ²(1 + √(m/n))², row by row
     csum = torch.cumsum(evals, 1)
     k = torch.full((B, 1), p, dtype=torch.long, device=evals.device)  # bulk = the smallest k
     active = torch.ones(B, 1, dtype=torch.bool, device=evals.device)

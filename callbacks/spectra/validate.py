@@ -74,6 +74,17 @@ def check_vector(x: object, name: str = "evals") -> torch.Tensor:
     return check_finite(t, name)
 
 
+def check_rows(x: object, name: str = "evals") -> torch.Tensor:
+    """Return ``x`` as a finite, real, non-empty (B, n) batch of spectra sorted ascending row by
+    row, in float64; raise naming ``name`` otherwise."""
+    t = as_tensor(x, name)
+    if t.dim() != 2 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty (B, n) batch, got shape {tuple(t.shape)}")
+    if t.is_complex():
+        raise ValueError(f"{name}: needs real values, got complex")
+    return torch.sort(check_finite(t, name).to(torch.float64), dim=1).values
+
+
 def compute_dtype(x: torch.Tensor, precision: str, *, complex_out: bool = False) -> torch.dtype:
     """Return the dtype to compute in under the precision policy (``auto`` means float64)."""
     check_choice(precision, PRECISIONS, "precision")

@@ -33,14 +33,7 @@ from torch import nn
 from .dense import gram_eigvalsh
 from .powerlaw import powerlaw_fits
 from .rmt import mp_bulk_fits
-from .validate import (
-    as_tensor,
-    check_choice,
-    check_finite,
-    check_matrix,
-    check_vector,
-    compute_dtype,
-)
+from .validate import check_choice, check_matrix, check_rows, check_vector, compute_dtype
 
 CONV_MODES = ("pool", "slices", "flatten")
 ESD_METHODS = ("gram", "svd")
@@ -83,31 +76,16 @@ def _weight_stack(
     raise ValueError(f"{name}: weight must be 2-D, 3-D or 4-D, got shape {tuple(W.shape)}")
 
 
-def _gram_evals(stack: torch.Tensor, method: str, precision: str) -> torch.Tensor:
-    """Ascending eigenvalues σ² of the smaller Gram of each matrix in a (B, a, b) stack."""
-    dt = compute_dtype(stack, precision)
-    X = stack.to(dt)
-    if method == "svd":
-        return torch.linalg.svdvals(X).square().flip(-1)
-    if X.shape[-2] < X.shape[-1]:
-        X = X.transpose(-1, -2)  # (B, N, M): the Gram XᵀX is the smaller one
-    return gram_eigvalsh(X).clamp(min=0.0)
-
-
-def _gram_evals_of(ws: list[torch.Tensor], method: str, precision: str) -> torch.Tensor:
-    """:func:`_gram_evals` of same-shape 2-D weights, (B, M): the Grams of the short side are
-    written into one buffer (no stacked copy of the weights) for one batched eigen-solve."""
-    if method == "svd":
-        return _gram_evals(torch.stack(ws), method, precision)
+def _gram_evals(
+    ws: torch.Tensor | list[torch.Tensor], method: str, precision: str
+) -> torch.Tensor:
+    """Ascending eigenvalues σ² of the smaller Gram of each matrix of a (B, a, b) stack or a list
+    of same-shape 2-D weights, (B, min(a, b))."""
     dt = compute_dtype(ws[0], precision)
-    a, b = ws[0].shape
-    m = min(a, b)
-    G = torch.empty(len(ws), m, m, dtype=dt, device=ws[0].device)
-    for g, w in zip(G, ws, strict=True):
-        x = w.to(dt)
-        x = x if a < b else x.T  # (M, N): the Gram x xᴴ is the smaller one (WᵀW when square)
-        torch.matmul(x, x.T.conj(), out=g)
-    return torch.linalg.eigvalsh(G).clamp(min=0.0)
+    if method == "svd":
+        X = ws if isinstance(ws, torch.Tensor) else torch.stack(ws)
+        return torch.linalg.svdvals(X.to(dt)).square().flip(-1)
+    return gram_eigvalsh(ws, dt).clamp(min=0.0)
 
 
 def _mixed_ok(ev: torch.Tensor, n_big: int, xmin: float) -> bool:
@@ -160,13 +138,14 @@ def weight_esd(
     return ev
 
 
-def _ww_entropy(evals: torch.Tensor, n_big: torch.Tensor) -> torch.Tensor:
+def _ww_entropy(evals: torch.Tensor, n_big: list[int]) -> torch.Tensor:
     """WeightWatcher's matrix entropy of each row of a (B, L) batch: −Σ p log p / log(rank + 1e-10),
     p = λ/Σλ + 1e-10, rank = #{σ > σ_max · N · ε_float64} (numpy's matrix_rank rule; N of each
-    row in the (B,) n_big); NaN at rank ≤ 1, where WeightWatcher's value is a ratio of two
+    row in the list n_big); NaN at rank ≤ 1, where WeightWatcher's value is a ratio of two
     roundoff terms (e.g. 206 for one nonzero of ten), and where Σλ ≤ 0."""
     sv = evals.clamp(min=0.0).sqrt()
-    tol = sv.amax(1, keepdim=True) * n_big[:, None] * torch.finfo(torch.float64).eps
+    n = torch.tensor(n_big, dtype=evals.dtype, device=evals.device)[:, None]
+    tol = sv.amax(1, keepdim=True) * n * torch.finfo(torch.float64).eps
     rank = (sv > tol).sum(1)
     total = evals.sum(1, keepdim=True)
     p = evals / total + WW_EPSILON
@@ -189,12 +168,7 @@ def esd_metrics_batch(
     :func:`mp_bulk_fits`). ``N`` is one int (N and M may then come in either order) or a list
     of B ints ≥ M, one per row (rows of differently shaped weights with the same M).
     Returns one metrics dict per row."""
-    ev = as_tensor(evals, name)
-    if ev.dim() != 2 or ev.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty (B, L) batch, got shape {tuple(ev.shape)}")
-    if ev.is_complex():
-        raise ValueError(f"{name}: powerlaw_fit needs real values, got complex")
-    ev = torch.sort(check_finite(ev, name).to(torch.float64), dim=1).values
+    ev = check_rows(evals, name)
     if isinstance(N, list | tuple):
         if len(N) != ev.shape[0] or min(N) < M:
             raise ValueError(
@@ -204,7 +178,6 @@ def esd_metrics_batch(
     else:
         N, M = max(int(N), int(M)), min(int(N), int(M))
         Ns = [N] * ev.shape[0]
-    n_rows = torch.tensor(Ns, dtype=ev.dtype, device=ev.device)
     fits = powerlaw_fits(ev, min_tail=min_tail, threshold=evals_thresh, name=name)
     alpha = torch.tensor([f.alpha for f in fits], dtype=ev.dtype, device=ev.device)
     pos = ev > 0
@@ -212,8 +185,8 @@ def esd_metrics_batch(
     lam_max = ev[:, -1]
     log_alpha_norm = (torch.logsumexp(terms, 1) / math.log(10.0)).masked_fill_(
         ~(torch.isfinite(alpha) & (lam_max > 0)), torch.nan)
-    sigma2, edge, spikes = mp_bulk_fits(ev, n_rows if len(set(Ns)) > 1 else Ns[0], M)
-    table = torch.stack([lam_max, ev.sum(1), log_alpha_norm, _ww_entropy(ev, n_rows), sigma2,
+    sigma2, edge, spikes = mp_bulk_fits(ev, Ns, M)
+    table = torch.stack([lam_max, ev.sum(1), log_alpha_norm, _ww_entropy(ev, Ns), sigma2,
                          edge, spikes.to(ev.dtype)], 1).tolist()
     out = []
     for fit, n_big, (lmax, total, lan, entropy, s2, mp_edge, n_spikes) in zip(
@@ -390,7 +363,7 @@ def model_weight_spectra(
     def esds(ws: list[tuple[str, torch.Tensor]], prec: str) -> list[torch.Tensor]:
         """Ascending ESDs of same-shape weights: 2-D ones from one batched eigen-solve."""
         if ws[0][1].dim() == 2:
-            return list(_gram_evals_of([w for _, w in ws], method, prec))
+            return list(_gram_evals([w for _, w in ws], method, prec))
         return [torch.sort(weight_esd(w, conv=conv, method=method, precision=prec,
                                       name=nm).reshape(-1)).values for nm, w in ws]
 
