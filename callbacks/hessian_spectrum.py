@@ -27,13 +27,15 @@ class HessianSpectrum(SpectralCallback):
 
     def __init__(self, k: int = 5, n_probe: int = 32, trace_matvecs: int = 30,
                  density: bool = False, density_probes: int = 4, density_steps: int = 40,
-                 tol: float = 1e-3, bound: str = "gap", **kwargs) -> None:
+                 tol: float = 1e-3, bound: str = "gap", reorth: str = "partial",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.k, self.n_probe, self.trace_matvecs = k, n_probe, trace_matvecs
         self.density, self.density_probes, self.density_steps = (density, density_probes,
                                                                  density_steps)
         self.tol = tol
         self.bound = bound
+        self.reorth = reorth
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -49,7 +51,8 @@ class HessianSpectrum(SpectralCallback):
         pl_module.eval()
         loss_fn = pl_module.loss_fn
         result = hessian_eigs(pl_module, loss_fn, self.batch, k=self.k, which="LA",
-                              param_filter=self.layer_filter, tol=self.tol, bound=self.bound)
+                              param_filter=self.layer_filter, tol=self.tol, bound=self.bound,
+                              reorth=self.reorth)
         arrays = {"topk": result.eigenvalues}
         scalars = {f"lambda_{i + 1}": float(v) for i, v in enumerate(result.eigenvalues)}
         scalars["converged"] = float(result.converged.float().mean())

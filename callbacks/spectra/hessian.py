@@ -115,9 +115,12 @@ def hessian_eigs(
     return_vectors: bool = False,
     block_size: int = 1,
     bound: str = "residual",
+    reorth: str = "partial",
 ) -> LanczosResult:
     """k extreme Hessian eigenvalues (Lanczos on :func:`hessian_matvec`; ``bound`` as in
-    :func:`lanczos`: "residual" or the eigenvalue tolerance "gap").
+    :func:`lanczos`: "residual" or the eigenvalue tolerance "gap"; ``reorth`` as there, partial
+    by default: the products are computed in the basis dtype, the precision the estimate of
+    the loss of orthogonality assumes).
 
     The Krylov basis is kept in the parameters' dtype (float32 products are no more accurate
     than a float32 basis, and it halves the re-orthogonalisation traffic); T is float64.
@@ -142,6 +145,7 @@ def hessian_eigs(
         return_vectors=return_vectors,
         name="hessian",
         bound=bound,
+        reorth=reorth,
     )
 
 

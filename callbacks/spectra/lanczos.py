@@ -1,8 +1,13 @@
 """Lanczos eigenvalues of a symmetric linear operator given only as v ↦ A v.
 
-(Block) Lanczos with full re-orthogonalisation: the three-term (block) recurrence, then a
-classical Gram–Schmidt pass against the whole basis, repeated when it removed most of the
-vector (DGKS), so Ritz values do not produce ghost copies. A Ritz pair (θ, y = Q s) is
+(Block) Lanczos with re-orthogonalisation: the three-term (block) recurrence, then a classical
+Gram–Schmidt pass against the whole basis, repeated when it removed most of the vector (DGKS),
+so Ritz values do not produce ghost copies. ``reorth="full"`` (the default) makes that pass for
+every vector; ``reorth="partial"`` (single start vector only) makes it only where Simon's
+estimate of the loss of orthogonality passes √ε, keeping the basis semi-orthogonal, which
+leaves the Ritz values accurate to working precision (Simon 1984) at a fraction of the basis
+traffic. The estimate assumes the operator is accurate to its output dtype: for products
+computed in a lower precision than they are returned in, keep "full". A Ritz pair (θ, y = Q s) is
 *converged* when its residual ‖A y − θ y‖ = ‖R s_last‖ (R the coupling to the next block,
 s_last the last block of s) is ≤ tol · max(|θ|, 1e-8 · max_j |θ_j|); since the eigenvalue error
 is at most the residual (and about residual²/gap), converged values are accurate to ≤ tol
@@ -36,6 +41,7 @@ from .validate import check_choice, check_finite
 HOST = torch.device("cpu")  # where the projected (tridiagonal / block) problem is solved
 WHICH = ("LA", "SA", "LM")
 BOUNDS = ("residual", "gap")
+REORTHS = ("full", "partial")
 
 
 class LanczosResult(NamedTuple):
@@ -47,6 +53,7 @@ class LanczosResult(NamedTuple):
     converged: torch.Tensor  # (k,) bool, by the residual (or gap) bound
     n_matvecs: int  # number of operator applications
     eigenvectors: torch.Tensor | None = None  # (dim, k) Ritz vectors when asked for
+    n_reorth: int = 0  # new basis vectors orthogonalised against the whole basis
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -107,6 +114,103 @@ def _gs_rows(W: torch.Tensor, B: torch.Tensor, thresh: float) -> tuple[torch.Ten
     return torch.stack(rows), R[: len(rows)]
 
 
+def _omega_next(
+    om_cur: torch.Tensor,
+    om_prev: torch.Tensor | None,
+    T: torch.Tensor,
+    j: int,
+    beta_new: float,
+    noise: float,
+) -> torch.Tensor:
+    """Simon's estimate ω_{j+1,k} ≈ q_{j+1}·q_k (k = 0 … j+1) of the basis' loss of orthogonality.
+
+    With α_k = T[k, k], β_k = T[k+1, k] (β_j = ``beta_new``), ω_{j,·} = ``om_cur`` and
+    ω_{j−1,·} = ``om_prev``: β_j ω_{j+1,k} = β_k ω_{j,k+1} + (α_k − α_j) ω_{j,k}
+    + β_{k−1} ω_{j,k−1} − β_{j−1} ω_{j−1,k} ± noise for k < j (the sign of the rest: the
+    rounding is assumed to add up), ω_{j+1,j} = noise/β_j (local orthogonality), ω_{j+1,j+1} = 1
+    (H. D. Simon, *The Lanczos algorithm with partial reorthogonalization*, Math. Comp. 42, 1984).
+    ``noise`` = ε·‖A‖ (ε the working precision). Returns a float64 host vector of length j + 2.
+    """
+    new = torch.zeros(j + 2, dtype=torch.float64, device=HOST)
+    new[j + 1] = 1.0
+    new[j] = noise / beta_new
+    if j >= 1 and om_prev is not None:
+        alpha = torch.diagonal(T)[: j + 1]
+        beta = torch.diagonal(T, -1)[:j]
+        t = beta * om_cur[1 : j + 1] + (alpha[:j] - alpha[j]) * om_cur[:j]
+        t[1:] += beta[: j - 1] * om_cur[: j - 1]
+        t -= beta[j - 1] * om_prev[:j]
+        new[:j] = (t + torch.copysign(torch.full_like(t, noise), t)) / beta_new
+    return new
+
+
+class _PartialReorth:
+    """Wiring of partial re-orthogonalisation for a single-vector run: Simon's ω estimate
+    decides which new vectors are orthogonalised against the whole basis, with two checks.
+
+    A new vector is orthogonalised in full when its estimate passes √ε, or when the one before
+    was (Simon's rule: the estimate of the next one would still carry the old loss), or when
+    ``CHECK_EVERY`` vectors have passed without one. A full pass measures the true overlaps
+    |Qᵀw|/‖w‖ for free: overlaps above the estimate (not just after a reset) scale the noise
+    model up to match (an operator noisier than its dtype, e.g. float32 arithmetic behind a
+    float64 basis); overlaps above √ε and 10x the estimate mean the estimate missed a loss of
+    orthogonality, and the run falls back to full re-orthogonalisation.
+    """
+
+    CHECK_EVERY = 8
+
+    def __init__(self, eps: float) -> None:
+        self.eps = eps
+        self.on = True
+        self.gain = 1.0  # noise-model scale learned from the measured overlaps
+        self.anorm = 0.0  # Gershgorin bound of ‖T‖, the ‖A‖ of the noise model
+        self.om_cur = torch.ones(1, dtype=torch.float64, device=HOST)
+        self.om_prev: torch.Tensor | None = None
+        self.om_new: torch.Tensor | None = None
+        self.force = False
+        self.since_full = 0
+        self.evolved = False
+
+    def needs_full(self, T: torch.Tensor, j: int, beta0: float) -> bool:
+        """Whether the new vector q_{j+1} (unnormalised norm ``beta0``) needs a full pass."""
+        if not self.on:
+            return True
+        off = float(T[j, j - 1]) if j else 0.0
+        self.anorm = max(self.anorm, abs(float(T[j, j])) + beta0 + off)
+        self.om_new = None
+        if beta0 > 0:
+            noise = self.eps * self.anorm * self.gain
+            self.om_new = _omega_next(self.om_cur, self.om_prev, T, j, beta0, noise)
+        due = self.since_full + 1 >= self.CHECK_EVERY
+        full = (self.force or self.om_new is None or due
+                or float(self.om_new[: j + 1].abs().max()) > math.sqrt(self.eps))
+        self.evolved = full and not self.force  # not just after a reset: worth calibrating on
+        self.force = full and not self.force
+        self.since_full = 0 if full else self.since_full + 1
+        return full
+
+    def measured(self, overlaps: torch.Tensor, beta0: float) -> None:
+        """Calibrate on the overlaps Qᵀw of a full pass (w of norm ``beta0``) and reset ω."""
+        if not self.on or self.om_new is None:
+            return
+        j1 = overlaps.numel()
+        true = float(overlaps.abs().max()) / beta0
+        est = float(self.om_new[:j1].abs().max())
+        if true > max(10.0 * est, math.sqrt(self.eps)):  # a loss the estimate did not see
+            self.on = False
+        elif self.evolved and true > est > 0:
+            self.gain *= true / est
+        self.om_new[:j1] = self.eps
+
+    def advance(self, m: int, restarted: bool) -> None:
+        """Make the new vector (index ``m``) current; a restart starts it orthogonal."""
+        if restarted or self.om_new is None:
+            self.om_new = torch.full((m + 1,), self.eps, dtype=torch.float64, device=HOST)
+            self.om_new[m] = 1.0
+            self.force = True
+        self.om_prev, self.om_cur = self.om_cur, self.om_new
+
+
 def _random_rows(
     n: int, B: torch.Tensor, gen: torch.Generator, dim: int, dtype, device
 ) -> torch.Tensor:
@@ -138,6 +242,7 @@ def lanczos(
     return_vectors: bool = False,
     name: str = "operator",
     bound: str = "residual",
+    reorth: str = "full",
 ) -> LanczosResult:
     """k extreme eigenvalues of the symmetric operator ``matvec`` on R^dim by (block) Lanczos.
 
@@ -149,9 +254,12 @@ def lanczos(
     times block_size), hence memory dim × max_iter in ``dtype`` (the basis dtype; T is float64).
     ``device`` holds the basis, draws the start vectors and receives the results (default: v0's
     device, else torch's default device); ``matvec`` gets and must return vectors there.
+    ``reorth``: "full" or "partial" (see the module docstring; block_size > 1 is always full);
+    ``n_reorth`` in the result counts the vectors given a full pass.
     """
     check_choice(which, WHICH, "which")
     check_choice(bound, BOUNDS, "bound")
+    check_choice(reorth, REORTHS, "reorth")
     dim, k, p = int(dim), int(k), int(block_size)
     if dim < 1 or k < 1 or k > dim:
         raise ValueError(f"lanczos needs 1 <= k <= dim, got k={k}, dim={dim}")
@@ -189,6 +297,9 @@ def lanczos(
     scale = 0.0
     theta = s = None
     conv = torch.zeros(0, dtype=torch.bool, device=HOST)
+    n_reorth = 0
+    eps = torch.finfo(dtype).eps
+    pro: _PartialReorth | None = None
     while True:
         s0, sz = cur
         blk = Q[s0 : s0 + sz]
@@ -198,7 +309,11 @@ def lanczos(
             n_mv += 1
             if not isinstance(w, torch.Tensor) or w.numel() != dim:
                 raise ValueError(f"{name}: matvec must return a tensor of {dim} entries")
+            if w.is_floating_point():
+                eps = max(eps, torch.finfo(w.dtype).eps)  # a float32 operator: float32 noise
             outs.append(w.detach().reshape(-1).to(dtype=dtype, device=blk.device))
+        if pro is None and reorth == "partial" and p == 1:
+            pro = _PartialReorth(eps)
         W = check_finite(torch.stack(outs), f"{name} matvec output")
         Ab = (blk @ W.T).double().cpu()
         Ab = 0.5 * (Ab + Ab.T)
@@ -210,10 +325,18 @@ def lanczos(
         m = s0 + sz
         B = Q[:m]
         n0 = torch.linalg.vector_norm(W, dim=1)
-        W = W - (W @ B.T) @ B
-        n1 = torch.linalg.vector_norm(W, dim=1)
-        if bool((n1 < 0.7 * n0).any()):
-            W = W - (W @ B.T) @ B
+        beta0 = float(n0[0])
+        if pro is None or pro.needs_full(T, s0, beta0):
+            C = W @ B.T
+            W = W - C @ B
+            n1 = torch.linalg.vector_norm(W, dim=1)
+            if bool((n1 < 0.7 * n0).any()):
+                W = W - (W @ B.T) @ B
+            n_reorth += sz
+            if pro is not None:
+                pro.measured(C, beta0)
+        else:  # semi-orthogonal: a second local pass against the current vector only
+            W = W - (W @ blk.T) @ blk
         theta, s = torch.linalg.eigh(T[:m, :m])
         scale = max(scale, float(theta.abs().max()))
         thresh = 1e-10 * max(scale, 1e-300)
@@ -231,12 +354,15 @@ def lanczos(
             break
         if m >= m_max:
             break
-        if Qn.shape[0] == 0:  # invariant subspace: continue orthogonally with coupling 0
+        restarted = Qn.shape[0] == 0
+        if restarted:  # invariant subspace: continue orthogonally with coupling 0
             Qn = _random_rows(p, B, gen, dim, dtype, device)
             if Qn.shape[0] == 0:
                 conv = torch.ones_like(conv)
                 break
             R = torch.zeros(Qn.shape[0], sz, dtype=torch.float64, device=HOST)
+        if pro is not None:
+            pro.advance(m, restarted)
         nn_ = Qn.shape[0]
         Q[m : m + nn_] = Qn
         T[m : m + nn_, s0:m] = R
@@ -248,4 +374,4 @@ def lanczos(
     vecs = None
     if return_vectors:
         vecs = Q[:m].T @ s[:, sel].to(dtype=dtype, device=Q.device)
-    return LanczosResult(vals.to(device), conv.clone().to(device), n_mv, vecs)
+    return LanczosResult(vals.to(device), conv.clone().to(device), n_mv, vecs, n_reorth)
