@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 run: install  ## the default experiment, end to end
 	$(PY) run.py
 
-test: install  ## the test suite (fast tests; two xdist workers, one per core, a test file per worker)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+test: install  ## the test suite (fast tests; two xdist workers, one per core, a test file per worker, longest files first)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test-slow: install  ## the paper reproductions marked slow
 	$(PY) -m pytest -q -m slow

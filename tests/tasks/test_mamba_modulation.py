@@ -31,6 +31,8 @@ from tasks.mamba_modulation.data import (
     passkey_batch,
     passkey_chain,
     passkey_tokens,
+    stdlib_corpus,
+    stdlib_sources,
 )
 from tasks.mamba_modulation.model import (
     MambapyBlock,
@@ -276,6 +278,16 @@ def test_evaluation_and_calibration_windows_are_disjoint_and_seeded():
     assert not torch.equal(other[0], ev)
     with pytest.raises(ValueError, match="raise task.corpus_bytes"):
         disjoint_windows(text, 199, 3, 3, torch.Generator().manual_seed(0))
+
+
+def test_the_corpus_is_the_stdlib_sources_without_installed_packages_in_path_order():
+    files = stdlib_sources()
+    names = {p.name for p in files}
+    assert {"os.py", "__init__.py"} <= names and all(p.suffix == ".py" for p in files)
+    assert not any({"site-packages", "dist-packages"} & set(p.parts) for p in files)
+    assert files == sorted(files) and len(files) == len(set(files)) > 500
+    head = stdlib_corpus(1000)
+    assert head.dtype == torch.uint8 and bytes(head.tolist()) == files[0].read_bytes()[:1000]
 
 
 def test_data_sets_do_not_depend_on_the_global_generator(tmp_path):
