@@ -2,6 +2,7 @@
 with mutmut 3, module by module.
 
     make mutation                                   # every module below, in this order
+    .venv/bin/python scripts/mutation.py lanczos --functions _omega_next _PartialReorth.needs_full
     .venv/bin/python scripts/mutation.py powerlaw rmt --max-children 2
     .venv/bin/python scripts/mutation.py optimizer_scaling/solvers two_step_gd/theory
 
@@ -443,10 +444,17 @@ def main() -> None:
                              "module in its copy, against the current tests")
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants a timed-out run did not reach (in its copy)")
+    parser.add_argument("--functions", nargs="+", metavar="NAME",
+                        help="run only these functions' mutants (name or Class.method) of the "
+                             "one module given, instead of its FUNCTIONS entry")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown modules {unknown}; allowed: {MODULES}")
+    if args.functions:
+        if len(args.modules) != 1:
+            parser.error("--functions needs exactly one module")
+        FUNCTIONS[args.modules[0]] = args.functions
     for module in args.modules or MODULES:
         check_functions(module)
     if args.workdir.resolve().is_relative_to(ROOT):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from callbacks.spectra import lanczos
-from callbacks.spectra.lanczos import _omega_next, _ritz_gaps
+from callbacks.spectra.lanczos import _omega_next, _PartialReorth, _ritz_gaps
 
 from .helpers import sym_with_spectrum
 
@@ -358,3 +358,147 @@ def test_omega_recurrence_by_hand():
     torch.testing.assert_close(om3, torch.tensor([*want, noise / 0.125, 1.0],
                                                  dtype=torch.float64), rtol=1e-12, atol=0)
     assert float(rest0) > 0 > float(rest1)  # both signs of the noise term are exercised
+
+
+def _tridiagonal(n: int, alpha: float, beta: float) -> torch.Tensor:
+    T = torch.diag(torch.full((n,), alpha, dtype=torch.float64))
+    idx = torch.arange(n - 1)
+    T[idx + 1, idx] = T[idx, idx + 1] = beta
+    return T
+
+
+def _drive(pr: _PartialReorth, T: torch.Tensor, steps: int, beta0: float, overlap=None):
+    """Run the decisions as lanczos does: needs_full, measured after a full pass (overlaps
+    Qᵀw = `overlap(j, pr)` or zeros), advance. Returns the steps j that got a full pass."""
+    fulls = []
+    for j in range(steps):
+        if pr.needs_full(T, j, beta0):
+            fulls.append(j)
+            C = torch.zeros(1, j + 1, dtype=torch.float64) if overlap is None else overlap(j, pr)
+            pr.measured(C, beta0)
+        pr.advance(j + 1, False)
+    return fulls
+
+
+def test_partial_reorth_checks_every_eighth_vector_and_the_one_after_it():
+    """With ω far below √ε (a flat tridiagonal, float64 noise) the only full passes are the
+    periodic check (8 vectors after the start or after the last full pass) and the vector
+    after each one; the ω estimate and ‖T‖'s Gershgorin bound are the ones by hand."""
+    T = _tridiagonal(40, 0.1, 0.2)
+    pr = _PartialReorth(2.0**-52)
+    assert _drive(pr, T, 27, 0.2) == [7, 8, 16, 17, 25, 26]
+    assert pr.anorm == pytest.approx(0.1 + 0.2 + 0.2, rel=1e-15) and pr.gain == 1.0
+    first = _PartialReorth(2.0**-52)
+    assert not first.needs_full(T, 0, 0.2)
+    assert first.anorm == pytest.approx(0.3, rel=1e-15)  # j = 0: no β_{−1}
+    noise = 2.0**-52 * 0.3
+    torch.testing.assert_close(first.om_new, torch.tensor([noise / 0.2, 1.0], dtype=torch.float64),
+                               rtol=1e-15, atol=0)
+    first.advance(1, False)
+    assert not first.needs_full(T, 1, 0.2)  # ω₂ from ω₁ and ω₀ = (1): the recurrence by hand
+    want = _omega_next(torch.tensor([noise / 0.2, 1.0], dtype=torch.float64),
+                       torch.ones(1, dtype=torch.float64), T, 1, 0.2, 2.0**-52 * 0.5)
+    torch.testing.assert_close(first.om_new, want, rtol=1e-15, atol=0)
+    assert float(want[0]) != 0.0
+
+
+def test_partial_reorth_passes_when_the_estimate_reaches_sqrt_eps():
+    """A working precision of 1e-4 (√ε = 1e-2): the estimate passes √ε before the periodic
+    check, that vector and the next get a full pass, and the estimate before it was below."""
+    T = torch.diag(torch.linspace(0.0, 30.0, 40, dtype=torch.float64))
+    idx = torch.arange(39)
+    T[idx + 1, idx] = T[idx, idx + 1] = 0.5
+    pr = _PartialReorth(1e-4)
+    below, fulls = [], []
+    for j in range(7):
+        full = pr.needs_full(T, j, 0.5)
+        peak = float(pr.om_new[: j + 1].abs().max())
+        if full:
+            fulls.append((j, peak))
+            pr.measured(torch.zeros(1, j + 1, dtype=torch.float64), 0.5)
+            pr.advance(j + 1, False)
+            break
+        below.append(peak)
+        pr.advance(j + 1, False)
+    assert fulls and fulls[0][0] == 3 and fulls[0][1] > 1e-2
+    assert below and max(below) <= 1e-2
+    assert pr.needs_full(T, fulls[0][0] + 1, 0.5)  # the vector after it
+
+
+def test_partial_reorth_calibrates_its_noise_on_unforced_checks_only():
+    """A periodic check whose measured overlap (|Qᵀw|/‖w‖, ‖w‖ = 2) is 3x the estimate scales
+    the noise model by 3; the forced pass after it does not calibrate; the next check at 2x
+    makes it 6, and the estimate then uses ε·‖T‖·6."""
+    T = _tridiagonal(40, 0.1, 0.2)
+    pr = _PartialReorth(2.0**-52)
+    factors = {7: 3.0, 8: 5.0, 16: 2.0}
+
+    def overlap(j, pr):
+        C = torch.zeros(1, j + 1, dtype=torch.float64)
+        C[0, 0] = factors.get(j, 0.0) * float(pr.om_new[: j + 1].abs().max()) * 2.0
+        return C
+
+    assert _drive(pr, T, 9, 2.0, overlap) == [7, 8]
+    assert pr.gain == pytest.approx(3.0, rel=1e-12)
+    assert _drive(pr, T, 0, 2.0) == []
+    for j in range(9, 17):
+        full = pr.needs_full(T, j, 2.0)
+        if full:
+            pr.measured(overlap(j, pr), 2.0)
+        pr.advance(j + 1, False)
+    assert pr.gain == pytest.approx(6.0, rel=1e-12)
+    om_cur, om_prev = pr.om_cur.clone(), pr.om_prev.clone()
+    pr.needs_full(T, 17, 2.0)
+    want = _omega_next(om_cur, om_prev, T, 17, 2.0, 2.0**-52 * pr.anorm * 6.0)
+    torch.testing.assert_close(pr.om_new, want, rtol=1e-14, atol=0)
+    pr.advance(18, False)
+    # an estimate of exactly 0 is not a scale to calibrate on
+    pr.needs_full(T, 18, 2.0)
+    pr.evolved, pr.om_new[:19] = True, 0.0
+    pr.measured(torch.full((1, 19), 1e-12, dtype=torch.float64), 2.0)
+    assert pr.gain == pytest.approx(6.0, rel=1e-12) and pr.on
+
+
+def test_partial_reorth_falls_back_to_full_when_the_estimate_misses_a_loss():
+    """Overlaps above 10x the estimate (and above √ε) switch partial off: every later vector
+    gets a full pass. 9.5x the estimate is noise the calibration absorbs instead."""
+    T = _tridiagonal(40, 0.1, 0.2)
+    for factor, off in ((10.5, True), (9.5, False)):
+        pr = _PartialReorth(2.0**-52)
+        assert pr.needs_full(T, 0, 0.2) is False
+        pr.om_new[:1] = 0.01  # an estimate of 1e-2: 10x it is above √ε
+        pr.evolved = True
+        C = torch.full((1, 1), factor * 0.01 * 0.2, dtype=torch.float64)
+        pr.measured(C, 0.2)
+        assert pr.on is not off
+        if off:
+            pr.advance(1, False)
+            assert all(pr.needs_full(T, j, 0.2) for j in range(1, 20))
+        else:
+            assert pr.gain == pytest.approx(9.5, rel=1e-12)
+
+
+def test_partial_reorth_restarts_orthogonal_after_a_zero_norm_or_a_restart():
+    """A new vector of norm 0 (an invariant subspace) has no estimate: it is a full pass, its
+    measurement changes nothing, and the next vector starts from ω = (ε, …, ε, 1) with a full
+    pass forced; so does an explicit restart."""
+    T = _tridiagonal(40, 0.1, 0.2)
+    pr = _PartialReorth(2.0**-52)
+    assert _drive(pr, T, 3, 0.2) == []
+    assert pr.needs_full(T, 3, 0.0) and pr.om_new is None
+    pr.measured(torch.ones(1, 4, dtype=torch.float64), 0.0)
+    assert pr.on and pr.gain == 1.0
+    pr.advance(4, False)
+    reset = torch.full((5,), 2.0**-52, dtype=torch.float64)
+    reset[4] = 1.0
+    assert pr.om_cur.dtype == torch.float64
+    torch.testing.assert_close(pr.om_cur, reset, rtol=0, atol=0)
+    assert pr.needs_full(T, 4, 0.2)  # forced
+    pr.measured(torch.zeros(1, 5, dtype=torch.float64), 0.2)
+    pr.advance(5, False)
+    assert not pr.needs_full(T, 5, 0.2)
+    pr.advance(6, True)  # a restart
+    reset = torch.full((7,), 2.0**-52, dtype=torch.float64)
+    reset[6] = 1.0
+    torch.testing.assert_close(pr.om_cur, reset, rtol=0, atol=0)
+    assert pr.needs_full(T, 6, 0.2)
