@@ -13,6 +13,8 @@ from callbacks.spectra import (
     select_params,
     slq_density,
 )
+from callbacks.spectra.lanczos import BOUNDS, REORTHS
+from callbacks.spectra.validate import check_choice
 
 
 class HessianSpectrum(SpectralCallback):
@@ -30,6 +32,8 @@ class HessianSpectrum(SpectralCallback):
                  tol: float = 1e-3, bound: str = "gap", reorth: str = "partial",
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        check_choice(bound, BOUNDS, "bound")  # at construction: a config error, not a skip
+        check_choice(reorth, REORTHS, "reorth")
         self.k, self.n_probe, self.trace_matvecs = k, n_probe, trace_matvecs
         self.density, self.density_probes, self.density_steps = (density, density_probes,
                                                                  density_steps)

@@ -7,6 +7,8 @@ import torch
 
 from callbacks.base import SpectralCallback, restore_modes
 from callbacks.spectra import eigvals_sym, flatten_ntk, ntk_matrix, ntk_metrics
+from callbacks.spectra.ntk import NTK_METHODS
+from callbacks.spectra.validate import check_choice
 
 
 class NTKSpectrum(SpectralCallback):
@@ -28,6 +30,7 @@ class NTKSpectrum(SpectralCallback):
     def __init__(self, n_points: int = 32, k: int = 10, method: str = "auto",
                  trace_outputs: bool = True, max_outputs: int = 100, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_choice(method, NTK_METHODS, "method")  # at construction: a config error
         self.max_outputs = max_outputs
         self.n_points, self.k, self.method, self.trace_outputs = (n_points, k, method,
                                                                   trace_outputs)

@@ -84,6 +84,25 @@ def test_bad_top_level_group_and_callback_values_stop_before_any_work(make_cfg, 
     assert not run_dir.exists()  # a fresh directory is removed, nothing was written
 
 
+@pytest.mark.parametrize(("key", "allowed"), [
+    ("hessian_spectrum.reorth", "['full', 'partial']"),
+    ("hessian_spectrum.bound", "['residual', 'gap']"),
+    ("ntk_spectrum.method", "['auto', 'structured', 'jacobian']"),
+])
+def test_bad_choices_of_the_costly_probes_stop_before_any_work(make_cfg, tmp_path, key, allowed):
+    """Checked when the callback is built, not at its first snapshot (where a ValueError would
+    only skip the probe with a warning)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    override = f"callbacks.{key}=bogus"
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg([*TINY_SCALING, "logger=csv", "callbacks=spectra", override], run_dir))
+    callback, arg = key.split(".")
+    assert str(err.value) == (f"callbacks.{callback} (set by the override {override}): "
+                              f"ValueError: {arg}='bogus' is not allowed; allowed values: {allowed}")
+    assert not run_dir.exists()
+
+
 def test_trainer_schema_lists_the_lightning_trainers_arguments():
     import pytorch_lightning as pl
     from lightning_fabric.connector import _PRECISION_INPUT
