@@ -298,7 +298,6 @@ def lanczos(
     theta = s = None
     conv = torch.zeros(0, dtype=torch.bool, device=HOST)
     n_reorth = 0
-    eps = torch.finfo(dtype).eps
     pro: _PartialReorth | None = None
     while True:
         s0, sz = cur
@@ -309,11 +308,10 @@ def lanczos(
             n_mv += 1
             if not isinstance(w, torch.Tensor) or w.numel() != dim:
                 raise ValueError(f"{name}: matvec must return a tensor of {dim} entries")
-            if w.is_floating_point():
-                eps = max(eps, torch.finfo(w.dtype).eps)  # a float32 operator: float32 noise
             outs.append(w.detach().reshape(-1).to(dtype=dtype, device=blk.device))
-        if pro is None and reorth == "partial" and p == 1:
-            pro = _PartialReorth(eps)
+        if pro is None and reorth == "partial" and p == 1:  # w: the first product, p == 1
+            out_eps = torch.finfo(w.dtype).eps if w.is_floating_point() else 0.0
+            pro = _PartialReorth(max(torch.finfo(dtype).eps, out_eps))  # a float32 operator: its ε
         W = check_finite(torch.stack(outs), f"{name} matvec output")
         Ab = (blk @ W.T).double().cpu()
         Ab = 0.5 * (Ab + Ab.T)

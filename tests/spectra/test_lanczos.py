@@ -367,11 +367,13 @@ def _tridiagonal(n: int, alpha: float, beta: float) -> torch.Tensor:
     return T
 
 
-def _drive(pr: _PartialReorth, T: torch.Tensor, steps: int, beta0: float, overlap=None):
-    """Run the decisions as lanczos does: needs_full, measured after a full pass (overlaps
-    Qᵀw = `overlap(j, pr)` or zeros), advance. Returns the steps j that got a full pass."""
+def _drive(pr: _PartialReorth, T: torch.Tensor, steps: int, beta0: float, overlap=None,
+           start: int = 0):
+    """Run the decisions of steps j = start … steps − 1 as lanczos does: needs_full, measured
+    after a full pass (overlaps Qᵀw = `overlap(j, pr)` or zeros), advance. Returns the steps j
+    that got a full pass."""
     fulls = []
-    for j in range(steps):
+    for j in range(start, steps):
         if pr.needs_full(T, j, beta0):
             fulls.append(j)
             C = torch.zeros(1, j + 1, dtype=torch.float64) if overlap is None else overlap(j, pr)
@@ -440,12 +442,7 @@ def test_partial_reorth_calibrates_its_noise_on_unforced_checks_only():
 
     assert _drive(pr, T, 9, 2.0, overlap) == [7, 8]
     assert pr.gain == pytest.approx(3.0, rel=1e-12)
-    assert _drive(pr, T, 0, 2.0) == []
-    for j in range(9, 17):
-        full = pr.needs_full(T, j, 2.0)
-        if full:
-            pr.measured(overlap(j, pr), 2.0)
-        pr.advance(j + 1, False)
+    assert _drive(pr, T, 17, 2.0, overlap, start=9) == [16]
     assert pr.gain == pytest.approx(6.0, rel=1e-12)
     om_cur, om_prev = pr.om_cur.clone(), pr.om_prev.clone()
     pr.needs_full(T, 17, 2.0)
@@ -502,3 +499,25 @@ def test_partial_reorth_restarts_orthogonal_after_a_zero_norm_or_a_restart():
     reset[6] = 1.0
     torch.testing.assert_close(pr.om_cur, reset, rtol=0, atol=0)
     assert pr.needs_full(T, 6, 0.2)
+
+
+def test_partial_reorth_takes_the_epsilon_of_a_float32_operator_behind_a_float64_basis(gen):
+    """An operator that computes and returns float32 makes float32 noise: the estimate uses
+    float32's ε, so the float64 basis stays semi-orthogonal at that level (max |QᵀQ − I| ≤
+    √ε₃₂) and the top 5 are within 1e-5. With float64's ε the estimate is 10⁹ too small: the
+    loss reaches ~1e-2 and the values are off by ~3e-4 before the fallback notices."""
+    A = _outlier_and_cluster(gen)
+    A32, exact = A.float(), torch.linalg.eigvalsh(A).flip(0)[:5]
+    seen = []
+
+    def mv(v):
+        seen.append(v.clone())
+        return A32 @ v.float()
+
+    res = lanczos(mv, 1000, k=5, tol=1e-5, max_iter=300, dtype=torch.float64, seed=0,
+                  reorth="partial")
+    Q = torch.stack(seen)
+    loss = float((Q @ Q.T - torch.eye(len(seen), dtype=torch.float64)).abs().max())
+    assert loss <= torch.finfo(torch.float32).eps ** 0.5, loss
+    assert float(((res.eigenvalues - exact).abs() / exact).max()) < 1e-5
+    assert res.n_reorth < res.n_matvecs
