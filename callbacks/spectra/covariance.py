@@ -59,21 +59,31 @@ class StreamingCovariance:
         self.n = n
 
     def update(self, x: torch.Tensor) -> StreamingCovariance:
-        """Add a batch x of shape (b, dim) (or (..., dim), flattened to rows); returns self."""
+        """Add a batch x of shape (b, dim) (or (..., dim), flattened to rows); returns self.
+
+        One float64 copy of the batch is made and centred in place (x itself is not changed);
+        its column means double as the finiteness check (a NaN or ±Inf entry makes its column's
+        mean non-finite, so only then is the batch checked entry by entry)."""
         x = torch.as_tensor(x)
         if x.shape[-1] != self.dim:
             raise ValueError(
                 f"{self.name}: expected last dim {self.dim}, got shape {tuple(x.shape)}"
             )
-        x = check_finite(x.reshape(-1, self.dim).to(torch.float64), self.name)
+        x = x.reshape(-1, self.dim)
         if x.shape[0] == 0:
             return self
         self._adopt(x.device)
-        x = x.to(self.mean.device)
-        mean_b = x.mean(0)
-        xc = x - mean_b
+        xc = x.to(self.mean.device, torch.float64, copy=True)
+        mean_b = xc.mean(0)
+        if not bool(torch.isfinite(mean_b).all()):
+            check_finite(x, self.name)  # raises, counting the bad entries, unless it overflowed
+        xc -= mean_b
         # xcᵀ xc from its upper block triangle (5/8 of the product at 4 blocks)
-        self._combine(x.shape[0], mean_b, symmetric_gram(xc.T, block=max(32, self.dim // 4)))
+        m2_b = symmetric_gram(xc.T, block=max(32, self.dim // 4))
+        if self.n == 0:  # the first batch: its own mean and scatter (no merge to compute)
+            self.n, self.mean, self.m2 = x.shape[0], mean_b, m2_b
+        else:
+            self._combine(x.shape[0], mean_b, m2_b)
         return self
 
     def merge(self, other: StreamingCovariance) -> StreamingCovariance:
@@ -158,12 +168,14 @@ def mapped_covariance_eigvals(cov: torch.Tensor, A: torch.Tensor) -> torch.Tenso
     out_dim, in_dim = A.shape
     if out_dim <= in_dim:
         return eigvals_sym(A @ C @ A.T, name="mapped covariance")
-    L, info = torch.linalg.cholesky_ex(A.T @ A)
+    # AᵀA from its upper block triangle; S is symmetric by construction (eigvalsh reads one
+    # triangle of it, so it is not symmetrised again)
+    L, info = torch.linalg.cholesky_ex(symmetric_gram(A.T, block=max(32, in_dim // 4)))
     if int(info) == 0:
         S = L.T @ C @ L  # similar to C AᵀA: one Cholesky instead of an eigen-decomposition of C
     else:
         lam, V = torch.linalg.eigh(0.5 * (C + C.T))
         AB = A @ (V * lam.clamp(min=0.0).sqrt())  # C = B Bᵀ, B = V Λ^½
         S = AB.T @ AB
-    evals = eigvals_sym(S, name="mapped covariance").clamp(min=0.0)
+    evals = torch.linalg.eigvalsh(check_finite(S, "mapped covariance")).clamp(min=0.0)
     return torch.cat([evals.new_zeros(out_dim - in_dim), evals])

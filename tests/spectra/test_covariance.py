@@ -68,6 +68,26 @@ def test_errors():
         acc.merge(StreamingCovariance(4))
 
 
+@pytest.mark.parametrize("bad", [[float("inf")], [float("-inf")], [float("inf"), float("-inf")]])
+def test_update_refuses_infinite_entries_in_any_row(bad):
+    # the column means are the finiteness check: +inf, -inf, and both in one column (mean NaN)
+    x = torch.ones(6, 3, dtype=torch.float64)
+    x[2:2 + len(bad), 1] = torch.tensor(bad, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"features has non-finite entries \(0 NaN, "
+                                         rf"{len(bad)} Inf\)"):
+        StreamingCovariance(3, name="features").update(x)
+
+
+def test_update_leaves_a_float64_batch_unchanged(gen):
+    # the batch is centred in place in its own float64 copy, never in the caller's tensor
+    x = torch.randn(50, 4, generator=gen, dtype=torch.float64) + 3.0
+    before = x.clone()
+    acc = StreamingCovariance(4).update(x).update(x[:20])
+    assert torch.equal(x, before)
+    torch.testing.assert_close(acc.covariance(), torch.cov(torch.cat([x, x[:20]]).T),
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(("out_dim", "rank", "rank_a"),
                          [(40, 12, 12), (40, 7, 12), (9, 12, 9), (40, 12, 5), (40, 7, 5)])
 def test_mapped_covariance_eigvals_match_the_output_covariance(gen, out_dim, rank, rank_a):
