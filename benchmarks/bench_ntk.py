@@ -87,6 +87,16 @@ def gemm_rate(dtype: torch.dtype, device: torch.device) -> float:
     return 2 * 640 * 640 * 4640 / t
 
 
+def conv_layers(cnn: CNN, x: torch.Tensor) -> list[tuple[nn.Conv2d, tuple[int, ...], int, int]]:
+    """Return (conv, input shape, P output positions, in·k²) for each conv of the CNN on x."""
+    out, h = [], x
+    for conv in (cnn.c1, cnn.c2):
+        a, h = h, torch.tanh(conv(h))
+        inner = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        out.append((conv, tuple(a.shape), h.shape[-1] * h.shape[-2], inner))
+    return out
+
+
 def cnn_floor_flops(cnn: CNN, x: torch.Tensor, n_out: int) -> dict[str, float]:
     """FLOPs every exact full-kernel method pays on the CNN, by part:
 
@@ -100,11 +110,7 @@ def cnn_floor_flops(cnn: CNN, x: torch.Tensor, n_out: int) -> dict[str, float]:
     n = x.shape[0]
     nc = n * n_out
     flops = {"per-sample gradients": 0.0, "Gram (upper)": 0.0, "backward for Δ": 0.0}
-    h = x
-    for conv in (cnn.c1, cnn.c2):
-        h = torch.tanh(conv(h))
-        P = h.shape[-1] * h.shape[-2]
-        inner = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    for conv, _, P, inner in conv_layers(cnn, x):
         F = conv.out_channels * inner + conv.out_channels
         flops["per-sample gradients"] += 2 * nc * conv.out_channels * P * inner
         flops["Gram (upper)"] += nc * (nc + 1) * F
@@ -128,17 +134,16 @@ def cnn_product_floor(cnn: CNN, x: torch.Tensor, n_out: int) -> dict[str, float]
     with torch.no_grad():
         t = {"forward": timeit(lambda: cnn(x), reps=REPS)[0]}
     t["per-sample gradients"] = t["input gradients"] = t["Gram (half a matmul)"] = 0.0
-    h = x
-    for i, conv in enumerate((cnn.c1, cnn.c2)):
-        a, h = h, torch.tanh(conv(h))
-        P, o = h.shape[-1] * h.shape[-2], conv.out_channels
-        inner = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    for i, (conv, a_shape, P, inner) in enumerate(conv_layers(cnn, x)):
+        o = conv.out_channels
         D, U = rnd(n, n_out * o, P), rnd(n, P, inner)
         t["per-sample gradients"] += timeit(lambda D=D, U=U: torch.bmm(D, U), reps=REPS)[0]
-        if i > 0:
-            Dz = rnd(nc, *h.shape[1:])
-            t["input gradients"] += timeit(lambda Dz=Dz, a=a, w=conv.weight: torch.nn.grad.conv2d_input(
-                (nc, *a.shape[1:]), w, Dz), reps=REPS)[0]
+        if i > 0:  # Δ of the first conv's output needs the second's input gradient only
+            with torch.no_grad():
+                z_shape = conv(torch.zeros(1, *a_shape[1:], dtype=dt, device=dev)).shape[1:]
+            Dz, inp = rnd(nc, *z_shape), (nc, *a_shape[1:])
+            t["input gradients"] += timeit(lambda Dz=Dz, inp=inp, w=conv.weight:
+                                           torch.nn.grad.conv2d_input(inp, w, Dz), reps=REPS)[0]
         G = rnd(nc, o * inner + o)
         t["Gram (half a matmul)"] += 0.5 * timeit(lambda G=G: G @ G.T, reps=REPS)[0]
     E, W = rnd(nc, n_out), rnd(n_out, cnn.head.in_features)

@@ -9,6 +9,12 @@ from .dense import eigvals_sym, symmetric_gram
 from .validate import check_finite
 
 
+def column_gram(x: torch.Tensor) -> torch.Tensor:
+    """Return xᵀx (d, d) for x (rows, d), from its upper block triangle in four column blocks
+    (5/8 of one matmul; :func:`symmetric_gram` of xᵀ)."""
+    return symmetric_gram(x.T, block=max(32, x.shape[1] // 4))
+
+
 class StreamingCovariance:
     """Running covariance of features seen batch by batch, accumulated in float64.
 
@@ -51,6 +57,9 @@ class StreamingCovariance:
     def _combine(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
         if n_b == 0:
             return
+        if self.n == 0:  # nothing to merge with: take the batch's mean and scatter as they are
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
         n_a = self.n
         n = n_a + n_b
         delta = mean_b - self.mean
@@ -78,12 +87,7 @@ class StreamingCovariance:
         if not bool(torch.isfinite(mean_b).all()):
             check_finite(x, self.name)  # raises, counting the bad entries, unless it overflowed
         xc -= mean_b
-        # xcᵀ xc from its upper block triangle (5/8 of the product at 4 blocks)
-        m2_b = symmetric_gram(xc.T, block=max(32, self.dim // 4))
-        if self.n == 0:  # the first batch: its own mean and scatter (no merge to compute)
-            self.n, self.mean, self.m2 = x.shape[0], mean_b, m2_b
-        else:
-            self._combine(x.shape[0], mean_b, m2_b)
+        self._combine(x.shape[0], mean_b, column_gram(xc))
         return self
 
     def merge(self, other: StreamingCovariance) -> StreamingCovariance:
@@ -92,7 +96,8 @@ class StreamingCovariance:
             raise ValueError("can only merge StreamingCovariance objects of equal dim and center")
         if other.n:
             self._adopt(other.mean.device)
-        self._combine(other.n, other.mean.to(self.mean.device), other.m2.to(self.m2.device))
+        self._combine(other.n, other.mean.to(self.mean.device, copy=True),
+                      other.m2.to(self.m2.device, copy=True))
         return self
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -168,14 +173,12 @@ def mapped_covariance_eigvals(cov: torch.Tensor, A: torch.Tensor) -> torch.Tenso
     out_dim, in_dim = A.shape
     if out_dim <= in_dim:
         return eigvals_sym(A @ C @ A.T, name="mapped covariance")
-    # AᵀA from its upper block triangle; S is symmetric by construction (eigvalsh reads one
-    # triangle of it, so it is not symmetrised again)
-    L, info = torch.linalg.cholesky_ex(symmetric_gram(A.T, block=max(32, in_dim // 4)))
+    L, info = torch.linalg.cholesky_ex(column_gram(A))  # AᵀA
     if int(info) == 0:
         S = L.T @ C @ L  # similar to C AᵀA: one Cholesky instead of an eigen-decomposition of C
     else:
         lam, V = torch.linalg.eigh(0.5 * (C + C.T))
         AB = A @ (V * lam.clamp(min=0.0).sqrt())  # C = B Bᵀ, B = V Λ^½
         S = AB.T @ AB
-    evals = torch.linalg.eigvalsh(check_finite(S, "mapped covariance")).clamp(min=0.0)
+    evals = eigvals_sym(S, name="mapped covariance").clamp(min=0.0)
     return torch.cat([evals.new_zeros(out_dim - in_dim), evals])
