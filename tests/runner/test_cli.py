@@ -35,8 +35,21 @@ def only_dir(parent: Path) -> Path:
 
 
 def test_single_run_as_a_subprocess(tmp_path):
-    proc = run_cli([*TINY_SCALING, "task.optimizer=natural_gradient", *where(tmp_path)], tmp_path)
+    """A run with the default loggers and callbacks, with an `srun` on PATH: its files, its
+    tables, and none of the device lines or the srun warning that do not apply to it."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    env = {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    proc = run_cli([*TINY_SCALING, "task.optimizer=natural_gradient", *where(tmp_path)], tmp_path,
+                   env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    for noise in ("GPU available: False", "TPU available", "`srun` command", "litlogger",
+                  "`weights_only` was not set"):
+        assert noise not in output, output
+    assert "`Trainer.fit` stopped: `max_steps=10` reached." in output  # real lines stay
     run_dir = only_dir(tmp_path / "outputs" / "optimizer_scaling")
     assert f"run directory: {run_dir}" in proc.stdout
     assert "paper/test_loss" in proc.stdout  # the results table
@@ -264,22 +277,6 @@ def test_help_and_config_errors_import_no_torch_lightning_or_wandb(tmp_path):
         heavy = sorted(m for m in modules if m.split(".")[0] in (
             "torch", "pytorch_lightning", "lightning_fabric", "wandb", "pandas"))
         assert not heavy, (args, heavy[:10])
-
-
-def test_a_run_prints_no_device_lines_or_srun_warning_that_do_not_apply(tmp_path):
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (fake_bin / "srun").chmod(0o755)
-    env = {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
-    proc = run_cli([*TINY_SCALING, "logger=csv", "callbacks=none", *where(tmp_path)], tmp_path,
-                   env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    output = proc.stdout + proc.stderr
-    for noise in ("GPU available: False", "TPU available", "`srun` command", "litlogger",
-                  "`weights_only` was not set"):
-        assert noise not in output, output
-    assert "`Trainer.fit` stopped: `max_steps=10` reached." in output  # real lines stay
 
 
 @pytest.mark.parametrize("where_file", ["experiment", "local"])

@@ -4,10 +4,7 @@ NTK, and the cached pretraining (lock, atomic write, corruption)."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -23,7 +20,6 @@ from tasks.small_lm.corpus import build_corpus, chains_of
 from tasks.small_lm.lora import add_lora, lora_named_parameters
 from tasks.small_lm.model import SequenceClassifier, additive_causal_mask, build_backbone
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = BackboneConfig(vocab_size=16, seq_len=8, d_model=16, n_layers=2, n_heads=2, d_ff=32)
 TINY_CORPUS = CorpusConfig(n_topics=2, topic_tokens=8, n_docs=600, min_len=4)
 TINY_TRAIN = PretrainConfig(steps=5, batch_size=8)
@@ -223,22 +219,29 @@ def test_a_corrupt_checkpoint_is_detected_rebuilt_and_reported(tmp_path, caplog,
 
 def test_two_processes_share_one_pretraining(tmp_path):
     """Two jobs start together (as in a launcher=local sweep): one trains, the other waits on
-    the lock and loads."""
-    script = textwrap.dedent(f"""
-        import sys, torch
-        torch.set_num_threads(1)
-        sys.path.insert(0, {str(ROOT)!r})
-        from tasks.small_lm import pretrain as P
-        from tasks.small_lm.config import BackboneConfig, CorpusConfig, PretrainConfig
-        b = P.cached_backbone({str(tmp_path)!r}, BackboneConfig(vocab_size=16, seq_len=8,
-            d_model=16, n_layers=2, n_heads=2, d_ff=32), CorpusConfig(n_topics=2,
-            topic_tokens=8, n_docs=600, min_len=4), PretrainConfig(steps=40, batch_size=8), 0)
-        print("LOADED" if b.loaded else "TRAINED")
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=240) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    words = sorted(o[0].strip().splitlines()[-1] for o in outs)
+    the lock and loads. The jobs are forked from this process (as a DataLoader's workers are),
+    so neither imports the stack again."""
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+
+    def job() -> None:
+        try:
+            torch.set_num_threads(1)
+            b = pretrain_mod.cached_backbone(
+                str(tmp_path), TINY_MODEL, CorpusConfig(n_topics=2, topic_tokens=8, n_docs=600,
+                                                        min_len=4),
+                PretrainConfig(steps=40, batch_size=8), 0)
+            results.put("LOADED" if b.loaded else "TRAINED")
+        except BaseException as err:  # the parent reports it
+            results.put(f"{type(err).__name__}: {err}")
+            raise
+
+    procs = [ctx.Process(target=job) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    words = sorted(results.get(timeout=240) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [proc.exitcode for proc in procs] == [0, 0], words
     assert words == ["LOADED", "TRAINED"]
     assert len(list((tmp_path / "small_lm").glob("backbone-*.safetensors"))) == 1
