@@ -92,11 +92,15 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_result(make_cfg, tmp_path, t
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
-@pytest.mark.parametrize("task, crash_step", [("farad", 17), ("spectral_ssl", 8)])
+@pytest.mark.parametrize("task, crash_step, rerun", [("farad", 17, "command line"),
+                                                     ("spectral_ssl", 8, "in process")])
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, task,
-                                                                       crash_step):
+                                                                       crash_step, rerun):
     """Random augmentation, a resumable shuffled loader (spectral_ssl: killed mid-epoch, with
-    epoch means in flight), every spectral probe on its step schedule, W&B offline."""
+    epoch means in flight), every spectral probe on its step schedule, W&B offline. The attempt
+    killed is a process of its own; the uninterrupted reference runs in this process (no second
+    import of the stack), the rerun in the killed run's directory through the command line, as
+    a user reruns it (farad), or in this process (spectral_ssl)."""
     base = [f"task={task}", *TINY[task], "logger=default",
             "callbacks.model_checkpoint.every_n_train_steps=3",
             *[f"callbacks.{p}.budget_frac=null" for p in
@@ -104,8 +108,6 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
             "callbacks.matrix_spectrum.every_n_steps=2", "callbacks.feature_spectrum.every_n_steps=5",
             "callbacks.weight_spectrum.every_n_steps=4", "print_results=false",
             f"paths.data_dir={tmp_path / 'data'}"]
-    # the uninterrupted reference runs in this process (no second import of the stack); the
-    # killed and the resumed attempts are separate processes, as a user's would be
     run(compose_config(base, tmp_path / "straight", tmp_path / "data"))
     killed_dir = tmp_path / "killed"
     killed = run_cli([*base, f"hydra.run.dir={killed_dir}",
@@ -115,8 +117,11 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     assert killed.returncode == -9  # SIGKILL: no clean-up ran
     assert not (killed_dir / "results.json").exists()
     assert count_rows(killed_dir / "metrics.csv") > 0  # flushed at each checkpoint
-    resumed = run_cli([*base, f"hydra.run.dir={killed_dir}"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    if rerun == "command line":
+        resumed = run_cli([*base, f"hydra.run.dir={killed_dir}"], tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    else:
+        run(compose_config(base, killed_dir, tmp_path / "data"))
     assert_same_run(tmp_path / "straight", killed_dir)
     assert scalar_history(killed_dir) == scalar_history(tmp_path / "straight")
     assert len(list((killed_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run to sync
