@@ -75,7 +75,7 @@ def compose_config(overrides: list[str], run_dir: Path, data_dir: Path) -> DictC
     return cfg
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """A data cache shared by the tests of one session, and by all its workers under xdist
     (`make test` runs `-n 2`): the cache writes atomically and the small LM's pretraining holds

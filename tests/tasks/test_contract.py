@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from callbacks.spectra import effective_rank
-from conftest import CONF
+from conftest import CONF, compose_config
 from runner.run import run
 from runner.task_params import build_params, resolved_params
 from runner.validation import ConfigError
@@ -79,13 +79,28 @@ def test_choice_keys_are_enums_rejected_with_their_values(path):
         build_params(bogus)
 
 
+@pytest.fixture(scope="module")
+def plain_runs(tmp_path_factory, data_dir):
+    """Factory: task name -> (results, run directory, config) of its tiny run with checkpointing
+    alone, run once per task for the two tests below."""
+    done: dict[str, tuple[dict, Path, object]] = {}
+
+    def plain(name: str) -> tuple[dict, Path, object]:
+        if name not in done:
+            run_dir = tmp_path_factory.mktemp(f"plain_{name}")
+            cfg = compose_config([f"task={name}", *TINY[name], "logger=csv",
+                                  "callbacks=checkpoint", "print_results=false"], run_dir,
+                                 data_dir)
+            done[name] = (run(cfg), run_dir, cfg)
+        return done[name]
+    return plain
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_run_records_params_and_reports_only_measured_metrics(name, make_cfg, tmp_path):
-    cfg = make_cfg([f"task={name}", *TINY[name], "logger=csv", "callbacks=none",
-                    "print_results=false"], tmp_path / "run")
-    results = run(cfg)
+def test_tiny_run_records_params_and_reports_only_measured_metrics(name, plain_runs):
+    results, run_dir, cfg = plain_runs(name)
     assert results["status"] == "completed"
-    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["params"] == resolved_params(build_params(cfg.task))
     for override in TINY[name]:
         key, value = override.removeprefix("task.").split("=", 1)
@@ -96,7 +111,7 @@ def test_tiny_run_records_params_and_reports_only_measured_metrics(name, make_cf
     assert numbers and all(math.isfinite(v) for v in numbers)
     # summarize() reads a real results.json (a one-run sweep: a fit over widths has no row)
     rows = task_parts(CONF / "task" / f"{name}.yaml").analysis.summarize(
-        [{**on_disk, "job_dir": str(tmp_path / "run")}])
+        [{**on_disk, "job_dir": str(run_dir)}])
     assert isinstance(rows, pd.DataFrame)
 
 
@@ -124,18 +139,21 @@ def test_data_is_built_once_then_loaded_from_the_cache(name, make_cfg, tmp_path,
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_leave_on_spectra_do_not_change_what_a_run_computes(name, make_cfg, tmp_path):
+def test_the_leave_on_spectra_do_not_change_what_a_run_computes(name, plain_runs, make_cfg,
+                                                               tmp_path):
     """The default callback set (weights, features, matrices) only observes: the paper metrics
     equal a run with checkpointing alone, to the last bit (a probe that consumed the global
     random stream, or left a module in eval mode, would change them)."""
+    plain, plain_dir, _ = plain_runs(name)
     base = [f"task={name}", *TINY[name], "logger=csv", "print_results=false"]
-    plain = run(make_cfg([*base, "callbacks=checkpoint"], tmp_path / "plain"))
     watched = run(make_cfg([*base, "callbacks=default"], tmp_path / "watched"))
-    def measured(metrics: dict) -> dict:  # wall-clock timings differ between any two runs
-        return {k: v for k, v in metrics.items() if not k.endswith("wall_s")}
+    def measured(metrics: dict) -> dict:
+        """Without wall-clock timings (they differ between any two runs) and whether a cached
+        model was loaded (the plain run may be the one that trained it)."""
+        return {k: v for k, v in metrics.items() if not k.endswith(("wall_s", "_loaded"))}
 
     assert measured(watched["paper_metrics"]) == measured(plain["paper_metrics"])
-    assert not list((tmp_path / "plain").glob("spectra/*.npz"))
+    assert not list(plain_dir.glob("spectra/*.npz"))
     npz = sorted(p.stem for p in (tmp_path / "watched").glob("spectra/*.npz"))
     assert npz, "no probe of the leave-on set applies to this task"
     assert sorted(p.stem for p in (tmp_path / "watched").glob("plots/*.png")) == npz
