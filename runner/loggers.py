@@ -69,5 +69,5 @@ def finish_wandb() -> None:
     process that never imported wandb has no run to close and is not made to import it (0.6 s
     at the end of every run without W&B)."""
     wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
+    if wandb is not None and wandb.run is not None:
         wandb.finish()

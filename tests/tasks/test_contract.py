@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from callbacks.spectra import effective_rank
 from conftest import CONF, compose_config
@@ -83,9 +83,9 @@ def test_choice_keys_are_enums_rejected_with_their_values(path):
 def plain_runs(tmp_path_factory, data_dir):
     """Factory: task name -> (results, run directory, config) of its tiny run with checkpointing
     alone, run once per task for the two tests below."""
-    done: dict[str, tuple[dict, Path, object]] = {}
+    done: dict[str, tuple[dict, Path, DictConfig]] = {}
 
-    def plain(name: str) -> tuple[dict, Path, object]:
+    def plain(name: str) -> tuple[dict, Path, DictConfig]:
         if name not in done:
             run_dir = tmp_path_factory.mktemp(f"plain_{name}")
             cfg = compose_config([f"task={name}", *TINY[name], "logger=csv",

@@ -227,10 +227,8 @@ def test_two_processes_share_one_pretraining(tmp_path):
     def job() -> None:
         try:
             torch.set_num_threads(1)
-            b = pretrain_mod.cached_backbone(
-                str(tmp_path), TINY_MODEL, CorpusConfig(n_topics=2, topic_tokens=8, n_docs=600,
-                                                        min_len=4),
-                PretrainConfig(steps=40, batch_size=8), 0)
+            b = pretrain_mod.cached_backbone(str(tmp_path), TINY_MODEL, TINY_CORPUS,
+                                             PretrainConfig(steps=40, batch_size=8), 0)
             results.put("LOADED" if b.loaded else "TRAINED")
         except BaseException as err:  # the parent reports it
             results.put(f"{type(err).__name__}: {err}")
