@@ -21,7 +21,7 @@ from callbacks import (
     WeightSpectrum,
 )
 from callbacks.base import log_spaced
-from callbacks.sink import SpectrumSink
+from callbacks.sink import SpectrumSink, read_summaries
 from callbacks.spectra import (
     alpha_req,
     dense_hessian,
@@ -396,6 +396,48 @@ def test_resumed_run_appends_to_the_npz(tmp_path):
                 ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"))
     with np.load(tmp_path / "spectra" / "matrices.npz") as m:
         assert list(m["w1__steps"]) == [0, 2, 4, 6, 8, 10, 12]  # appended, none duplicated
+
+
+def test_end_plots_start_after_every_probes_last_snapshot(tmp_path, monkeypatch):
+    """A plot drawn while another probe takes its last snapshot shares the CPU with it (on a
+    2-core machine that slowed the last feature snapshot by a third): plots come after all."""
+    events = []
+    record, plot = SpectrumSink.record, SpectrumSink.plot
+    monkeypatch.setattr(SpectrumSink, "record", lambda self, step, *a, **k: (
+        events.append(("record", self.probe, step)), record(self, step, *a, **k))[1])
+    monkeypatch.setattr(SpectrumSink, "plot", lambda self, *a, **k: (
+        events.append(("plot", self.probe)), plot(self, *a, **k))[1])
+    cbs = [WeightSpectrum(every_n_steps=100, min_evals=1, plot_in_background=False),
+           FeatureSpectrum(every_n_steps=100, plot_in_background=False),
+           MatrixSpectrum(every_n_steps=100, plot_in_background=False)]
+    fit(tmp_path, cbs, max_steps=4)
+    records = [e for e in events if e[0] == "record"]
+    assert records == [("record", p, s) for s in (0, 4) for p in ("weights", "features",
+                                                                  "matrices")]
+    assert events[len(records):] == [("plot", p) for p in ("weights", "features", "matrices")]
+    for probe in ("weights", "features", "matrices"):
+        summary = read_summaries(tmp_path)[probe]
+        assert (summary["step"], summary["plot"]) == (4, f"plots/{probe}.png")
+
+
+def test_a_resumed_run_that_had_finished_keeps_its_summary(tmp_path):
+    """Its fit skips training: no last snapshot, so no plot or summary to replace the old one."""
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True,
+                                        every_n_train_steps=4, save_top_k=0)
+    trainer = pl.Trainer(max_steps=4, callbacks=[MatrixSpectrum(), ckpt],
+                         default_root_dir=str(tmp_path), logger=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyRegression(), train_dataloaders=regression_loader())
+    before = read_summaries(tmp_path)["matrices"]
+    assert before["step"] == 4 and before["headline"]
+    again = MatrixSpectrum()
+    trainer = pl.Trainer(max_steps=4, callbacks=[again], default_root_dir=str(tmp_path),
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    trainer.fit(TinyRegression(), train_dataloaders=regression_loader(),
+                ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert again.sink.last is None  # nothing computed in this fit
+    assert read_summaries(tmp_path)["matrices"] == before
 
 
 def test_nan_weights_log_a_warning_instead_of_crashing(tmp_path, caplog):
