@@ -4,9 +4,9 @@ A subclass sets `probe` and implements `compute(trainer, pl_module) -> (arrays, 
 `arrays` go to `spectra/<probe>.npz` (and W&B histograms), `scalars` to every logger as
 `spectra/<probe>/<name>`. Snapshots are taken at the start of training, on the schedule, and at
 the end; with `every_n_epochs` set, at the end of every N-th training epoch instead of on the
-step schedule. The end plot and the summary come in `on_fit_end`, after every callback's
-`on_train_end` (the last snapshots), so that a plot drawn in the background slows none of
-them. The callback measures its own wall time (`spectra/<probe>/wall_ms`); when its total
+step schedule. The end plots and the summaries come when the last probe of the trainer has taken
+its last snapshot, so that a plot drawn in the background slows none of them. The callback
+measures its own wall time (`spectra/<probe>/wall_ms`); when its total
 exceeds `budget_frac` of the training time (None: no budget) it doubles the spacing between snapshots and says so
 once. A matrix with NaN/Inf gives a logged warning and a skipped snapshot, never a crash.
 """
@@ -84,7 +84,7 @@ class SpectralCallback(pl.Callback):
         self._train_s = 0.0  # training time of earlier attempts (a resumed run's budget)
         self._probe_set: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._resumed = False
-        self._ended = False  # on_train_end ran in this fit: on_fit_end plots and summarises
+        self._ended = False  # took its last snapshot in this fit; finish() plots and summarises
 
     # ------------------------------------------------------------------ to implement
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -220,14 +220,20 @@ class SpectralCallback(pl.Callback):
             return
         if self._last_step != trainer.global_step:
             self.snapshot(trainer, pl_module, force=True)
-        self._ended = self.sink is not None  # the plot and summary follow in on_fit_end
+        self._ended = self.sink is not None
+        probes = [cb for cb in trainer.callbacks if isinstance(cb, SpectralCallback)]
+        probes += [] if self in probes else [self]
+        if all(cb._ended or cb.sink is None for cb in probes):  # the last probe's last snapshot
+            for cb in probes:
+                cb.finish()
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Draw the end plot and write the summary, once every callback's on_train_end (the
-        other probes' last snapshots, the paper metrics, the last checkpoint) has run: a plot
-        drawn in the background then competes with none of them for the CPU."""
+    def finish(self) -> None:
+        """Draw the end plot and write the summary. Called for every probe of the trainer once
+        the last of them has taken its last snapshot: a plot drawn in the background then
+        competes with no probe's last snapshot for the CPU, and it still overlaps the rest of
+        the run (the paper metrics, the last checkpoint, the test stage)."""
         if not self._ended:
-            return  # training did not end in this fit (a resumed run that had finished)
+            return
         self._ended = False
         plot = None
         if self.plot_at_end:
